@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh clone: `make demo` and `make test`.
+# Both create .venv when it is missing and install the pinned dependencies once.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): setup.py constraints.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q pip==25.3
+	$(PYTHON) -m pip install -q -e '.[ros,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/xkd-demo --out out/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PYTHON) -m pytest
+
+bench: $(STAMP)
+	$(PYTHON) bench/bench_foundation.py
+
+clean:
+	rm -rf $(VENV) build install log out

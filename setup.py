@@ -1,0 +1,66 @@
+"""ament_python package: the ROS 2 node and the ROS-free core library of xkd_ros."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "xkd_ros"
+SHARE = f"share/{PACKAGE}"
+
+
+def share_tree(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries that install `folder` (recursively) under share/<package>/."""
+    entries = []
+    for directory in sorted(p for p in [Path(folder), *Path(folder).rglob("*")] if p.is_dir()):
+        files = sorted(str(f) for f in directory.iterdir() if f.is_file())
+        if files:
+            entries.append((f"{SHARE}/{directory}", files))
+    return entries
+
+
+RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.8", "PyYAML>=6", "onnxruntime>=1.18"]
+ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install
+    "ros-rclpy[fastrtps]",
+    "ros-std-msgs",
+    "ros-sensor-msgs",
+    "ros-visualization-msgs",
+    "ros-diagnostic-msgs",
+    "ros-wheels-bootstrapper",
+]
+TRAIN = ["torch==2.13.0", "onnx", "onnxscript"]
+TEST = [
+    "pytest",
+    "ruff",
+    "jsonschema",
+    "rosbags",
+    "colcon-core",
+    "colcon-ros",
+    "colcon-python-setup-py",
+    "setuptools<80",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (SHARE, ["package.xml"]),
+        *share_tree("launch"),
+        *share_tree("config"),
+        *share_tree("models"),
+    ],
+    python_requires=">=3.10",
+    install_requires=RUNTIME,
+    extras_require={"ros": ROS_WHEELS, "train": TRAIN, "test": TEST},
+    zip_safe=True,
+    maintainer="xkd_ros developers",
+    maintainer_email="dev@xkd-ros.invalid",
+    description="Camera-LiDAR semantic segmentation for ROS 2 (xModel-KD).",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "xkd-demo = xkd_ros.demo:main",
+        ],
+    },
+)

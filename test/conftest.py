@@ -1,0 +1,22 @@
+"""Shared fixtures: the real samples copied into test/data (see each SOURCE.md)."""
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def nuscenes_keyframe():
+    from xkd_ros.data import load_keyframe
+
+    return load_keyframe(DATA / "nuscenes_demo")
+
+
+@pytest.fixture(scope="session")
+def rellis_frame():
+    from xkd_ros.data import load_rellis3d_frame
+
+    return load_rellis3d_frame(DATA / "rellis3d_000104")

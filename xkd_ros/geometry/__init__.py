@@ -1,0 +1,26 @@
+"""Camera geometry: intrinsics and lens models, the rig calibration, projection and motion compensation."""
+
+from xkd_ros.geometry.camera import DISTORTION_MODELS, CalibrationError, CameraIntrinsics
+from xkd_ros.geometry.projection import Projection, project_points, transform_points
+from xkd_ros.geometry.rig import CameraCalibration, Rig
+from xkd_ros.geometry.transforms import (
+    compensate_lidar_to_camera,
+    interpolate_pose,
+    invert_transform,
+    transform_from_quaternion,
+)
+
+__all__ = [
+    "DISTORTION_MODELS",
+    "CalibrationError",
+    "CameraCalibration",
+    "CameraIntrinsics",
+    "Projection",
+    "Rig",
+    "compensate_lidar_to_camera",
+    "interpolate_pose",
+    "invert_transform",
+    "project_points",
+    "transform_from_quaternion",
+    "transform_points",
+]

@@ -1,0 +1,36 @@
+"""Sensor messages <-> numpy, with the APIs ROS users know (sensor_msgs_py.point_cloud2, cv_bridge).
+
+Reading is a zero-copy view on the message buffer where the layout allows; creating is one bulk copy.
+Messages are duck-typed, so rclpy messages and rosbags-deserialised ones read alike.
+"""
+
+from xkd_ros.msgs.camera_info import (
+    camera_info_to_intrinsics,
+    intrinsics_to_camera_info,
+    rig_from_camera_infos,
+)
+from xkd_ros.msgs.image import CvBridge, CvBridgeError
+from xkd_ros.msgs.point_cloud2 import (
+    PointCloud2Error,
+    create_cloud,
+    create_cloud_xyz32,
+    dtype_from_fields,
+    read_points,
+    read_points_list,
+    read_points_numpy,
+)
+
+__all__ = [
+    "CvBridge",
+    "CvBridgeError",
+    "PointCloud2Error",
+    "camera_info_to_intrinsics",
+    "create_cloud",
+    "create_cloud_xyz32",
+    "dtype_from_fields",
+    "intrinsics_to_camera_info",
+    "read_points",
+    "read_points_list",
+    "read_points_numpy",
+    "rig_from_camera_infos",
+]

@@ -1,0 +1,278 @@
+"""sensor_msgs/PointCloud2 <-> numpy, with the API of `sensor_msgs_py.point_cloud2` (ROS 2 Kilted).
+
+sensor_msgs_py ships no wheel, so this module stands in for it: same names, arguments and results, so code
+and tests written against it run unchanged. Where it goes further:
+
+- Reading is a zero-copy view on `msg.data` whenever the layout allows. rclpy messages hold an
+  `array.array('B')`, rosbags messages a numpy uint8 array; `bytes` work too (read-only views).
+- Messages are duck-typed: anything with the PointCloud2 attributes reads (rosbags messages included).
+- Big-endian clouds are read through a '>' dtype and returned in native order, without byte-swapping
+  `msg.data` in place as upstream does (that mutates the message); only this case copies.
+- Rows padded past width * point_step (row_step) are read through strides, and copied to flat only then;
+  upstream ignores row_step and misreads such clouds silently.
+- Malformed clouds raise `PointCloud2Error` naming the field at fault, where upstream asserts or lets numpy
+  raise a KeyError or TypeError that names nothing. It is a ValueError and also an AssertionError, so code
+  and tests that expect upstream's assertions keep working.
+- read_points_list names its fields like read_points (upstream fails on unnamed and count > 1 fields) and
+  gives Python scalars (upstream: equal numpy scalars).
+- `create_cloud` fills `msg.data` with one bulk copy and zeroes the padding bytes between and after fields
+  (numpy leaves them uninitialised, so upstream's messages leak memory contents and differ run to run).
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from collections import namedtuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.lib.recfunctions import structured_to_unstructured, unstructured_to_structured
+from sensor_msgs.msg import PointCloud2, PointField
+from std_msgs.msg import Header
+
+__all__ = [
+    "DUMMY_FIELD_PREFIX",
+    "PointCloud2Error",
+    "create_cloud",
+    "create_cloud_xyz32",
+    "dtype_from_fields",
+    "read_points",
+    "read_points_list",
+    "read_points_numpy",
+]
+
+DUMMY_FIELD_PREFIX = "unnamed_field"
+
+_DATATYPES: dict[int, np.dtype] = {
+    PointField.INT8: np.dtype(np.int8),
+    PointField.UINT8: np.dtype(np.uint8),
+    PointField.INT16: np.dtype(np.int16),
+    PointField.UINT16: np.dtype(np.uint16),
+    PointField.INT32: np.dtype(np.int32),
+    PointField.UINT32: np.dtype(np.uint32),
+    PointField.FLOAT32: np.dtype(np.float32),
+    PointField.FLOAT64: np.dtype(np.float64),
+}
+_HOST_BIGENDIAN = sys.byteorder == "big"
+
+
+class PointCloud2Error(ValueError, AssertionError):
+    """A PointCloud2, or points for one, is malformed; the message names the field at fault.
+
+    Also an AssertionError because sensor_msgs_py signals these cases with `assert`.
+    """
+
+
+def dtype_from_fields(
+    fields: Iterable[Any], point_step: int | None = None, *, is_bigendian: bool = _HOST_BIGENDIAN
+) -> np.dtype:
+    """Structured dtype of one point, as upstream: unnamed fields become f"unnamed_field_{i}", a field
+    with count > 1 becomes f"{name}_{k}" at offset + k * itemsize, and point_step (if given) the itemsize.
+
+    `is_bigendian` (keyword-only, ours) sets the byte order; by default it is the host's, as upstream.
+    """
+    names: list[str] = []
+    formats: list[np.dtype] = []
+    offsets: list[int] = []
+    for i, field in enumerate(fields):
+        name = field.name or f"{DUMMY_FIELD_PREFIX}_{i}"
+        if field.datatype not in _DATATYPES:
+            raise PointCloud2Error(
+                f"PointField {name!r} has unknown datatype {field.datatype}; "
+                "known: 1 (INT8) .. 8 (FLOAT64) as in sensor_msgs/PointField"
+            )
+        if field.count < 1:
+            raise PointCloud2Error(f"PointField {name!r} has count {field.count}; it must be at least 1")
+        datatype = _DATATYPES[field.datatype].newbyteorder(">" if is_bigendian else "<")
+        for k in range(field.count):
+            subname = f"{name}_{k}" if field.count > 1 else name
+            if subname in names:
+                raise PointCloud2Error(f"PointField name {subname!r} appears twice")
+            names.append(subname)
+            formats.append(datatype)
+            offsets.append(field.offset + k * datatype.itemsize)
+    spec: dict[str, Any] = {"names": names, "formats": formats, "offsets": offsets}
+    if point_step is not None:
+        end, last = max(
+            ((o + f.itemsize, n) for o, f, n in zip(offsets, formats, names, strict=True)), default=(0, "")
+        )
+        if point_step < end:
+            raise PointCloud2Error(
+                f"point_step {point_step} is smaller than the fields' extent: {last!r} ends at byte {end}"
+            )
+        spec["itemsize"] = point_step
+    return np.dtype(spec)
+
+
+def _as_bytes(data: Any) -> np.ndarray:
+    """msg.data as a flat uint8 array sharing its memory (array.array, numpy arrays and bytes are buffers)."""
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except TypeError:  # no buffer protocol, e.g. a list of ints in a hand-made message: one copy
+        return np.asarray(data, dtype=np.uint8)
+
+
+def _cloud_view(cloud: Any) -> np.ndarray:
+    """(height, width) structured view of msg.data, in the message's byte order; checks the layout first
+    because numpy would otherwise read a short buffer as fewer points or fail without naming the field."""
+    height, width, point_step, row_step = cloud.height, cloud.width, cloud.point_step, cloud.row_step
+    dtype = dtype_from_fields(cloud.fields, point_step, is_bigendian=bool(cloud.is_bigendian))
+    if row_step < width * point_step:
+        raise PointCloud2Error(
+            f"row_step {row_step} is smaller than width * point_step = {width} * {point_step}"
+        )
+    data = _as_bytes(cloud.data)
+    if data.size < row_step * height:
+        raise PointCloud2Error(
+            f"data has {data.size} bytes, fewer than row_step * height = {row_step} * {height} "
+            f"= {row_step * height}"
+        )
+    return np.ndarray((height, width), dtype=dtype, buffer=data, strides=(row_step, point_step))
+
+
+def read_points(
+    cloud: Any,
+    field_names: Iterable[str] | None = None,
+    skip_nans: bool = False,
+    uvs: Iterable[int] | np.ndarray | None = None,
+    reshape_organized_cloud: bool = False,
+) -> np.ndarray:
+    """Points of a PointCloud2 as a structured array, a view on msg.data where the layout allows.
+
+    `skip_nans` drops points with a NaN in any selected field, only if the cloud is not dense; `uvs` are flat
+    point indices. With `reshape_organized_cloud` and height > 1 the result is reshaped to (width, height),
+    exactly as upstream does (not (height, width)); `create_cloud` reads a 2-D array the same way, so the two
+    round-trip and code written for sensor_msgs_py keeps working.
+    """
+    points = _cloud_view(cloud)
+    if field_names is not None:
+        field_names = list(field_names)
+        missing = [name for name in field_names if name not in points.dtype.names]
+        if missing:
+            raise PointCloud2Error(
+                f"field_names {missing} are not in the cloud, whose fields are {list(points.dtype.names)}"
+            )
+        points = points[field_names]
+    if bool(cloud.is_bigendian) != _HOST_BIGENDIAN:
+        points = points.astype(points.dtype.newbyteorder("="))
+    points = points.reshape(-1)  # a copy only when rows are padded
+    if skip_nans and not cloud.is_dense:
+        nan = np.zeros(points.shape, dtype=bool)
+        for name in points.dtype.names:
+            if points.dtype[name].kind == "f":
+                nan |= np.isnan(points[name])
+        points = points[~nan]
+    if uvs is not None:
+        points = points[uvs if isinstance(uvs, np.ndarray) else np.fromiter(uvs, int)]
+    if reshape_organized_cloud and cloud.height > 1:
+        points = points.reshape(cloud.width, cloud.height)
+    return points
+
+
+def read_points_numpy(
+    cloud: Any,
+    field_names: Iterable[str] | None = None,
+    skip_nans: bool = False,
+    uvs: Iterable[int] | np.ndarray | None = None,
+    reshape_organized_cloud: bool = False,
+) -> np.ndarray:
+    """Points as an unstructured (N, K) array, for maths on e.g. x, y, z; all selected fields must share a
+    datatype. A view on msg.data when the fields are evenly spaced (structured_to_unstructured allows it)."""
+    points = read_points(cloud, field_names, skip_nans, uvs, reshape_organized_cloud)
+    types = {name: points.dtype[name] for name in points.dtype.names}
+    if len(set(types.values())) > 1:
+        raise PointCloud2Error(
+            f"read_points_numpy needs the selected fields to share a datatype, got {types}; "
+            "use read_points() for mixed types"
+        )
+    return structured_to_unstructured(points)
+
+
+def read_points_list(
+    cloud: Any,
+    field_names: Iterable[str] | None = None,
+    skip_nans: bool = False,
+    uvs: Iterable[int] | np.ndarray | None = None,
+) -> list[NamedTuple]:
+    """Points as a list of namedtuples `Point`, one per point; for small clouds, use read_points otherwise.
+
+    Field names are those of read_points (expanded count > 1 and unnamed fields, where upstream fails) and the
+    values are Python scalars (upstream: equal numpy scalars), converted in one vectorised `tolist`.
+    """
+    points = read_points(cloud, field_names, skip_nans, uvs)
+    Point = namedtuple("Point", points.dtype.names)
+    return [Point._make(values) for values in points.tolist()]
+
+
+def _padding(dtype: np.dtype) -> np.ndarray:
+    """Mask of the bytes of one point that no field covers."""
+    covered = np.zeros(dtype.itemsize, dtype=bool)
+    for field_dtype, offset, *_ in dtype.fields.values():
+        covered[offset : offset + field_dtype.itemsize] = True
+    return ~covered
+
+
+def create_cloud(
+    header: Header, fields: Iterable[Any], points: Iterable | np.ndarray, point_step: int | None = None
+) -> PointCloud2:
+    """A sensor_msgs PointCloud2 holding `points`.
+
+    `points`: an unstructured array (all fields of one datatype), a structured array of exactly
+    dtype_from_fields(fields, point_step), or an iterable of per-point tuples (slow, as upstream). A 2-D array
+    of points gives width = shape[0], height = shape[1] (upstream's convention, kept so that read_points with
+    reshape_organized_cloud round-trips). Data are in host byte order, filled with one bulk copy.
+    """
+    fields = [PointField(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in fields]
+    dtype = dtype_from_fields(fields, point_step)
+    if isinstance(points, np.ndarray) and points.dtype.names is None:
+        datatypes = {field.datatype for field in fields}
+        if len(datatypes) > 1:
+            raise PointCloud2Error(
+                f"an unstructured array needs fields of one datatype, got datatypes {sorted(datatypes)}; "
+                "pass a structured array"
+            )
+        points = unstructured_to_structured(points, dtype=dtype)
+    elif isinstance(points, np.ndarray):
+        if points.dtype != dtype:
+            raise PointCloud2Error(
+                f"points dtype {points.dtype} differs from dtype_from_fields(fields, point_step) {dtype}; "
+                "check field names, order, types, offsets and point_step"
+            )
+    else:
+        points = np.array([tuple(point) for point in points], dtype=dtype)
+    if points.ndim > 2:
+        raise PointCloud2Error(f"points have {points.ndim} dimensions; an organised cloud has at most 2")
+    width = points.shape[0]
+    height = points.shape[1] if points.ndim == 2 else 1
+
+    # array.array is what rclpy stores: assigning one is taken as is, while bytes are copied again (and
+    # checked byte by byte in Python when ROS_PYTHON_CHECK_FIELDS=1).
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(points).reshape(-1).view(np.uint8))
+    padding = _padding(dtype)
+    if padding.any():
+        np.frombuffer(data, dtype=np.uint8).reshape(-1, dtype.itemsize)[:, padding] = 0
+
+    cloud = PointCloud2(
+        header=header,
+        height=height,
+        width=width,
+        is_dense=False,
+        is_bigendian=_HOST_BIGENDIAN,
+        fields=fields,
+        point_step=dtype.itemsize,
+        row_step=dtype.itemsize * width,
+    )
+    cloud.data = data  # by property: the constructor would copy it once more
+    return cloud
+
+
+def create_cloud_xyz32(header: Header, points: Iterable | np.ndarray) -> PointCloud2:
+    """A PointCloud2 with float32 x, y, z fields."""
+    fields = [
+        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, name in enumerate("xyz")
+    ]
+    return create_cloud(header, fields, points)
