@@ -6,6 +6,14 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
+NUSCENES_COUNTS = {  # SOURCE.md: depth > 0.1 m and inside 1600x900
+    "CAM_FRONT": 3067,
+    "CAM_FRONT_RIGHT": 3079,
+    "CAM_FRONT_LEFT": 3704,
+    "CAM_BACK": 4826,
+    "CAM_BACK_LEFT": 4097,
+    "CAM_BACK_RIGHT": 3379,
+}
 
 
 @pytest.fixture(scope="session")

@@ -3,18 +3,9 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA
+from conftest import DATA, NUSCENES_COUNTS
 
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, project_points
-
-NUSCENES_COUNTS = {  # SOURCE.md: depth > 0.1 m and inside 1600x900
-    "CAM_FRONT": 3067,
-    "CAM_FRONT_RIGHT": 3079,
-    "CAM_FRONT_LEFT": 3704,
-    "CAM_BACK": 4826,
-    "CAM_BACK_LEFT": 4097,
-    "CAM_BACK_RIGHT": 3379,
-}
 
 
 def test_nuscenes_keyframe_points_per_camera(nuscenes_keyframe):

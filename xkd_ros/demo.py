@@ -75,9 +75,10 @@ def render(images: dict[str, np.ndarray], projection: Projection, tile_width: in
             cv2.circle(bgr, (u, v), 3, colour, -1)
         scale = tile_width / bgr.shape[1]
         tile = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        cv2.putText(
-            tile, f"{name}: {len(uv)} pts", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2
-        )
+        for colour, thickness in (((0, 0, 0), 5), ((255, 255, 255), 2)):  # outlined: legible on sky and road
+            cv2.putText(
+                tile, f"{name}: {len(uv)} pts", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, colour, thickness
+            )
         tiles.append(tile)
     rows = [np.hstack(tiles[i : i + 3]) for i in range(0, len(tiles), 3)]
     return np.vstack(rows)

@@ -79,26 +79,27 @@ class CameraIntrinsics:
         lens model is valid for (polynomial distortion folds far-off-axis rays back into the image) and
         inside [0, width) x [0, height). Pixel coordinates are NaN for points behind the camera.
         """
-        depth = points_cam[:, 2]
+        x, y, depth = points_cam[:, 0], points_cam[:, 1], points_cam[:, 2]
         in_front = depth > min_depth
-        uv = np.full((len(points_cam), 2), np.nan, dtype=np.float32)
-        xy = points_cam[in_front, :2] / depth[in_front, None]
-        in_fov = np.ones(len(xy), dtype=bool)
+        with np.errstate(divide="ignore", invalid="ignore"):  # behind or on the camera plane: masked below
+            inverse_depth = np.where(in_front, 1 / depth, np.nan).astype(points_cam.dtype, copy=False)
+        x, y = x * inverse_depth, y * inverse_depth
+        mask = in_front
         if not self.is_pinhole:
-            in_fov = np.einsum("ij,ij->i", xy, xy) < self.max_radius**2
-            xy = self._distort(xy)
+            mask = mask & (x * x + y * y < self.max_radius**2)
+            x, y = self._distort(x, y)
         K = self.K
-        u = K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2]
-        v = K[1, 1] * xy[:, 1] + K[1, 2]
-        uv[in_front, 0] = u
-        uv[in_front, 1] = v
-        mask = np.zeros(len(points_cam), dtype=bool)
-        mask[in_front] = in_fov & (u >= 0) & (u < self.width) & (v >= 0) & (v < self.height)
+        uv = np.empty((len(points_cam), 2), dtype=np.float32)
+        u, v = uv[:, 0], uv[:, 1]
+        np.multiply(x, K[0, 0], out=u, casting="same_kind")
+        u += K[0, 1] * y + K[0, 2]
+        np.multiply(y, K[1, 1], out=v, casting="same_kind")
+        v += K[1, 2]
+        mask &= (u >= 0) & (u < self.width) & (v >= 0) & (v < self.height)
         return uv, mask
 
-    def _distort(self, xy: np.ndarray) -> np.ndarray:
-        """Apply the lens model to normalised coordinates (N, 2), as OpenCV does."""
-        x, y = xy[:, 0], xy[:, 1]
+    def _distort(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the lens model to normalised coordinates, as OpenCV does."""
         r2 = x * x + y * y
         D = self.D
         if self.distortion_model == "equidistant":
@@ -106,14 +107,15 @@ class CameraIntrinsics:
             theta = np.arctan(r)
             t2 = theta * theta
             theta_d = theta * (1 + t2 * (D[0] + t2 * (D[1] + t2 * (D[2] + t2 * D[3]))))
-            scale = np.where(r > 1e-12, theta_d / np.maximum(r, 1e-12), 1.0)
-            return xy * scale[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(r > 1e-12, theta_d / r, 1.0)
+            return x * scale, y * scale
         k = np.zeros(8)
         k[: len(D)] = D  # k1 k2 p1 p2 k3 [k4 k5 k6]
         radial = (1 + r2 * (k[0] + r2 * (k[1] + r2 * k[4]))) / (1 + r2 * (k[5] + r2 * (k[6] + r2 * k[7])))
         xd = x * radial + 2 * k[2] * x * y + k[3] * (r2 + 2 * x * x)
         yd = y * radial + k[2] * (r2 + 2 * y * y) + 2 * k[3] * x * y
-        return np.stack([xd, yd], axis=1)
+        return xd, yd
 
     @cached_property
     def max_radius(self) -> float:
@@ -127,6 +129,6 @@ class CameraIntrinsics:
             radius = np.tan(theta)
         else:
             radius = np.linspace(0.0, 20.0, 8192)
-        distorted = np.hypot(*self._distort(np.column_stack([radius, np.zeros_like(radius)])).T)
+        distorted = np.hypot(*self._distort(radius, np.zeros_like(radius)))
         turning = np.flatnonzero(np.diff(distorted) <= 0)
         return float(radius[turning[0]]) if len(turning) else float("inf")
