@@ -109,3 +109,13 @@ def test_projection_applies_the_extrinsics():
     projection = project_points(np.array([[0.0, 0.0, 10.0]]), one_camera_rig(T))
     np.testing.assert_allclose(projection.uv[0, 0], [55.0, 50.0])
     assert projection.depth[0, 0] == pytest.approx(10.0)
+
+
+def test_nan_and_empty_clouds():
+    # Organised drivers publish NaN for beams with no return: never seen, never an error.
+    points = np.array([[np.nan, np.nan, np.nan], [0.0, 0.0, 5.0], [0.0, np.nan, 5.0]], dtype=np.float32)
+    projection = project_points(points, one_camera_rig(), occlusion_cell=4)
+    assert projection.mask[0].tolist() == [False, True, False]
+    empty = project_points(np.empty((0, 3), dtype=np.float32), one_camera_rig(), occlusion_cell=4)
+    assert empty.uv.shape == (1, 0, 2)
+    assert empty.counts() == {"cam": 0}
