@@ -42,7 +42,8 @@ CLOUD_FIELDS = [
 
 def header(stamp: float, frame_id: str) -> Header:
     seconds = int(stamp)
-    return Header(stamp=Time(sec=seconds, nanosec=round((stamp - seconds) * 1e9)), frame_id=frame_id)
+    nanoseconds = min(round((stamp - seconds) * 1e9), 999_999_999)  # rounding must not spill into sec
+    return Header(stamp=Time(sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
 
 
 def frame_to_messages(frame: Frame, sample: Path) -> tuple[PointCloud2, dict[str, CompressedImage], dict]:
