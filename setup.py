@@ -27,8 +27,10 @@ ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install
     "ros-diagnostic-msgs",
     "ros-wheels-bootstrapper",
 ]
+DATA = ["trimesh", "embreex", "tqdm"]  # synthetic scene generation (ray casting)
 TRAIN = ["torch==2.13.0", "onnx", "onnxscript"]
 TEST = [
+    *DATA,
     "pytest",
     "ruff",
     "jsonschema",
@@ -52,7 +54,7 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=RUNTIME,
-    extras_require={"ros": ROS_WHEELS, "train": TRAIN, "test": TEST},
+    extras_require={"ros": ROS_WHEELS, "data": DATA, "train": TRAIN, "test": TEST},
     zip_safe=True,
     maintainer="xkd_ros developers",
     maintainer_email="dev@xkd-ros.invalid",

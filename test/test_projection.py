@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from conftest import DATA, NUSCENES_COUNTS
 
+from xkd_ros.data.classes import load_class_set
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, project_points
 
 
@@ -18,9 +19,10 @@ def test_nuscenes_keyframe_points_per_camera(nuscenes_keyframe):
 
 
 def test_rellis_point_labels_agree_with_label_image(rellis_frame):
-    label_image = cv2.imread(
+    raw_label_image = cv2.imread(
         str(DATA / "rellis3d_000104/frame000104-1581624663_149.png"), cv2.IMREAD_UNCHANGED
     )
+    label_image = load_class_set("rellis3d").map_raw(raw_label_image, source="label image")
     valid = np.any(rellis_frame.xyz != 0, axis=1)  # all-zero points are Ouster "no return"
     points, labels = rellis_frame.points[valid], rellis_frame.labels[valid]
 

@@ -12,12 +12,14 @@ import cv2
 import numpy as np
 import yaml
 
+from xkd_ros.data.classes import load_class_set
 from xkd_ros.data.frame import Frame
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
 from xkd_ros.geometry.transforms import invert_transform, transform_from_quaternion
 
 CHANNELS = ("x", "y", "z", "intensity")
 CAMERA = "pylon_camera"
+CLASSES = "rellis3d"
 TRANSFORM_KEY = "os1_cloud_node-pylon_camera_node"
 
 
@@ -34,10 +36,14 @@ def load_rellis3d_rig(folder: str | Path, width: int = 1920, height: int = 1200)
 
 
 def load_rellis3d_frame(folder: str | Path, scan: str = "000104") -> Frame:
-    """Scan, per-point semantic ids (label & 0xFFFF) and the RGB image whose name carries its stamp."""
+    """Scan, labels (mapped to the rellis3d class set) and the RGB image whose name carries its stamp."""
     folder = Path(folder)
     points = np.fromfile(folder / f"{scan}.bin", dtype=np.float32).reshape(-1, len(CHANNELS))
-    labels = (np.fromfile(folder / f"{scan}.label", dtype=np.uint32) & 0xFFFF).astype(np.uint16)
+    label_file = folder / f"{scan}.label"
+    raw = np.fromfile(label_file, dtype=np.uint32) & 0xFFFF  # SemanticKITTI format: instance in the high bits
+    if len(raw) != len(points):
+        raise ValueError(f"{label_file}: {len(raw)} labels for the {len(points)} points of {scan}.bin")
+    labels = load_class_set(CLASSES).map_raw(raw, source=str(label_file))
     image_file = next(folder.glob(f"frame{scan}-*.jpg"))
     rgb = cv2.cvtColor(cv2.imread(str(image_file), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     stamp = float(image_file.stem.split("-")[1].replace("_", "."))
@@ -48,6 +54,7 @@ def load_rellis3d_frame(folder: str | Path, scan: str = "000104") -> Frame:
         rig=rig,
         images={CAMERA: rgb},
         labels=labels,
+        classes=CLASSES,
         stamp=stamp,
         image_stamps={CAMERA: stamp},
         name=f"rellis3d/{scan}",
