@@ -19,7 +19,8 @@ from sensor_msgs.msg import CompressedImage, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from xkd_ros.data import Frame, load_keyframe
-from xkd_ros.geometry import Projection, Rig, project_points
+from xkd_ros.data.render import render_cameras
+from xkd_ros.geometry import Rig, project_points
 from xkd_ros.msgs import (
     CvBridge,
     create_cloud,
@@ -63,28 +64,6 @@ def frame_to_messages(frame: Frame, sample: Path) -> tuple[PointCloud2, dict[str
     return cloud, images, infos
 
 
-def render(images: dict[str, np.ndarray], projection: Projection, tile_width: int = 800) -> np.ndarray:
-    """Mosaic of the camera images (BGR, 3 per row) with the seen points coloured by depth (turbo, 0-40 m)."""
-    tiles = []
-    for name, rgb in images.items():
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-        _, uv, depth = projection.visible(name)
-        colours = cv2.applyColorMap(
-            np.clip(depth / 40 * 255, 0, 255).astype(np.uint8)[:, None], cv2.COLORMAP_TURBO
-        )
-        for (u, v), colour in zip(uv.astype(int), colours[:, 0].tolist(), strict=True):
-            cv2.circle(bgr, (u, v), 3, colour, -1)
-        scale = tile_width / bgr.shape[1]
-        tile = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        for colour, thickness in (((0, 0, 0), 5), ((255, 255, 255), 2)):  # outlined: legible on sky and road
-            cv2.putText(
-                tile, f"{name}: {len(uv)} pts", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, colour, thickness
-            )
-        tiles.append(tile)
-    rows = [np.hstack(tiles[i : i + 3]) for i in range(0, len(tiles), 3)]
-    return np.vstack(rows)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="nuScenes keyframe folder")
@@ -118,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "nuscenes_projection.png"
-    cv2.imwrite(str(png), render(images, projection))
+    cv2.imwrite(str(png), render_cameras(images, projection))
     summary = {
         "sample": frame.name,
         "points": int(cloud.width * cloud.height),
