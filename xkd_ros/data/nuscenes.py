@@ -1,47 +1,273 @@
-"""A nuScenes keyframe as exported by mmdetection3d (info.json + LIDAR_TOP .pcd.bin + six camera JPEGs).
+"""nuScenes readers: the tables of a nuScenes release (`NuScenesDataset`) and one keyframe as exported by
+mmdetection3d (`load_keyframe`).
 
-`lidar2cam` in that export already folds in the ego motion between the LiDAR and each camera stamp, so the
-rig built from it projects this keyframe's points without further motion compensation.
+The release keeps the static calibration (calibrated_sensor) apart from the ego poses at each sensor's stamp
+(ego_pose), so `NuScenesDataset` gives a static rig plus poses and `Frame.compensated_rig()` adds the ego
+motion. `lidar2cam` in the mmdetection3d export already folds that motion in, so the rig `load_keyframe`
+builds projects its keyframe's points as it is. The tables are read as JSON here: nuscenes-devkit pins
+numpy < 2.
 """
 
 from __future__ import annotations
 
 import json
+import operator
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from xkd_ros.data.frame import Frame
-from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
+from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.frame import INTENSITY, RING, Frame
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, transform_from_quaternion
+from xkd_ros.geometry.transforms import invert_transform
 
-CHANNELS = ("x", "y", "z", "intensity", "ring")
+CHANNELS = ("x", "y", "z", INTENSITY, RING)
+CLASSES = "nuscenes"
+LIDAR = "LIDAR_TOP"
+# The devkit's camera order (and config/nuscenes.rig.yaml's); other CAM_* channels follow, sorted.
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+
+# The fields this reader uses, checked once per record so a malformed table fails by name, not by KeyError.
+TABLE_FIELDS = {
+    "scene": ("token", "name"),
+    "sample": ("token", "timestamp", "scene_token"),
+    "sample_data": (
+        "token",
+        "sample_token",
+        "ego_pose_token",
+        "calibrated_sensor_token",
+        "timestamp",
+        "filename",
+        "is_key_frame",
+        "width",
+        "height",
+    ),
+    "calibrated_sensor": ("token", "sensor_token", "translation", "rotation", "camera_intrinsic"),
+    "ego_pose": ("token", "translation", "rotation"),
+    "sensor": ("token", "channel"),
+    "lidarseg": ("token", "sample_data_token", "filename"),
+}
+MICROSECONDS = 1e-6
+
+
+def read_points(path: Path, num_channels: int) -> np.ndarray:
+    """float32 (N, num_channels) points of a headerless .bin; a size that is not whole points raises."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing point cloud")
+    point_bytes = 4 * num_channels
+    size = path.stat().st_size
+    if size % point_bytes:
+        raise ValueError(
+            f"{path}: {size} bytes is not a multiple of {point_bytes} ({num_channels} float32 per point): "
+            "truncated?"
+        )
+    return np.fromfile(path, dtype=np.float32).reshape(-1, num_channels)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (OpenCV decodes to BGR)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"{path}: missing or not an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def load_keyframe(folder: str | Path, decode_images: bool = True) -> Frame:
     """Read the keyframe in `folder`; images are decoded to RGB unless `decode_images` is False."""
     folder = Path(folder)
     sample = json.loads((folder / "info.json").read_text())["sample"]
-    lidar_file = folder / Path(sample["lidar_points"]["lidar_path"]).name
-    points = np.fromfile(lidar_file, dtype=np.float32).reshape(-1, len(CHANNELS))
+    points = read_points(folder / Path(sample["lidar_points"]["lidar_path"]).name, len(CHANNELS))
     cameras, images, image_stamps = [], {}, {}
     for name, entry in sample["images"].items():
-        image_file = folder / Path(entry["img_path"]).name
-        bgr = cv2.imread(str(image_file), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{image_file}: missing or not an image")
-        height, width = bgr.shape[:2]
+        rgb = read_rgb(folder / Path(entry["img_path"]).name)
+        height, width = rgb.shape[:2]
         intrinsics = CameraIntrinsics(width=width, height=height, K=entry["cam2img"])
         cameras.append(CameraCalibration(name, intrinsics, entry["lidar2cam"], frame_id=name))
         if decode_images:
-            images[name] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            images[name] = rgb
         image_stamps[name] = float(entry["timestamp"])
     return Frame(
         points=points,
         channels=CHANNELS,
-        rig=Rig.from_cameras(cameras, lidar_frame="LIDAR_TOP"),
+        rig=Rig.from_cameras(cameras, lidar_frame=LIDAR),
         images=images,
         stamp=float(sample["timestamp"]),
         image_stamps=image_stamps,
         name=f"nuscenes/{sample['token']}",
     )
+
+
+class _Table(dict):
+    """Records of one table by token; a dangling token reference raises naming the table file."""
+
+    def __init__(self, path: Path, records: dict[str, dict]) -> None:
+        super().__init__(records)
+        self.path = path
+
+    def __missing__(self, token: str) -> dict:
+        raise ValueError(f"{self.path}: no record with token {token!r}")
+
+
+def read_table(folder: Path, name: str) -> _Table:
+    """The table <folder>/<name>.json, checked for the fields this reader uses."""
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing nuScenes table {name!r}")
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of records, got {type(records).__name__}")
+    fields = TABLE_FIELDS[name]
+    for index, record in enumerate(records):
+        missing = [key for key in fields if key not in record] if isinstance(record, dict) else list(fields)
+        if missing:
+            raise ValueError(f"{path}: record {index}: missing field(s) {missing}")
+    return _Table(path, {record["token"]: record for record in records})
+
+
+def _pose(record: dict) -> np.ndarray:
+    """4x4 transform of a calibrated_sensor or ego_pose record (rotation is w, x, y, z)."""
+    return transform_from_quaternion(record["rotation"], record["translation"])
+
+
+@dataclass(frozen=True, eq=False)
+class _Capture:
+    """One sensor reading of a keyframe: its file, stamp (s), ego pose then and sensor mounting."""
+
+    file: Path
+    stamp: float
+    T_world_ego: np.ndarray
+    T_ego_sensor: np.ndarray
+    K: list | None  # 3x3 for cameras
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, eq=False)
+class _Keyframe:
+    name: str
+    lidar: _Capture
+    cameras: dict[str, _Capture]
+    labels: Path | None
+
+
+class NuScenesDataset(Sequence[Frame]):
+    """The keyframes of the nuScenes release under `root` (tables in <root>/<version>/), by scene then time.
+
+    Tables are read and indexed once here, keeping only what each keyframe needs; point clouds, images and
+    lidarseg labels are read when a frame is asked for. Each frame holds LIDAR_TOP (x, y, z, intensity,
+    ring), the six keyframe camera images (RGB, already undistorted), the static rig
+    (T_cam_lidar = inv(cam2ego) @ lidar2ego), pose and image_poses (T_world_lidar at the LiDAR and each
+    camera stamp) and, with `lidarseg`, the labels mapped to the nuscenes class set.
+    """
+
+    def __init__(self, root: str | Path, version: str = "v1.0-mini", lidarseg: bool = True) -> None:
+        self.root = Path(root)
+        self.version = version
+        self.lidarseg = lidarseg
+        folder = self.root / version
+        scenes, samples, sample_data, calibrated, ego_poses, sensors = (
+            read_table(folder, name)
+            for name in ("scene", "sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor")
+        )
+        label_files = {}
+        if lidarseg:
+            label_files = {
+                record["sample_data_token"]: record["filename"]
+                for record in read_table(folder, "lidarseg").values()
+            }
+        keyframe_data: dict[str, dict[str, dict]] = defaultdict(dict)  # sample -> channel -> sample_data
+        for record in sample_data.values():
+            if record["is_key_frame"]:
+                channel = sensors[calibrated[record["calibrated_sensor_token"]]["sensor_token"]]["channel"]
+                if channel == LIDAR or channel.startswith("CAM_"):
+                    keyframe_data[record["sample_token"]][channel] = record
+
+        def capture(record: dict, channel: str) -> _Capture:
+            sensor = calibrated[record["calibrated_sensor_token"]]
+            if channel.startswith("CAM_") and not sensor["camera_intrinsic"]:
+                raise ValueError(f"{calibrated.path}: {sensor['token']!r} ({channel}): no camera_intrinsic")
+            return _Capture(
+                file=self.root / record["filename"],
+                stamp=record["timestamp"] * MICROSECONDS,
+                T_world_ego=_pose(ego_poses[record["ego_pose_token"]]),
+                T_ego_sensor=_pose(sensor),
+                K=sensor["camera_intrinsic"] or None,
+                width=record["width"],
+                height=record["height"],
+            )
+
+        ordered = sorted(samples.values(), key=lambda s: (scenes[s["scene_token"]]["name"], s["timestamp"]))
+        self._keyframes = []
+        for sample in ordered:
+            data = keyframe_data[sample["token"]]
+            if LIDAR not in data:
+                raise ValueError(f"{sample_data.path}: no {LIDAR} keyframe for sample {sample['token']!r}")
+            labels = None
+            if lidarseg:
+                lidar_token = data[LIDAR]["token"]
+                if lidar_token not in label_files:
+                    raise ValueError(
+                        f"{folder / 'lidarseg.json'}: no labels for {LIDAR} sample_data {lidar_token!r} "
+                        f"(sample {sample['token']!r}); use lidarseg=False for unlabelled splits"
+                    )
+                labels = self.root / label_files[lidar_token]
+            camera_names = [c for c in CAMERAS if c in data] + sorted(
+                c for c in data if c.startswith("CAM_") and c not in CAMERAS
+            )
+            self._keyframes.append(
+                _Keyframe(
+                    name=f"nuscenes/{scenes[sample['scene_token']]['name']}/{sample['token']}",
+                    lidar=capture(data[LIDAR], LIDAR),
+                    cameras={name: capture(data[name], name) for name in camera_names},
+                    labels=labels,
+                )
+            )
+
+    def __len__(self) -> int:
+        return len(self._keyframes)
+
+    def __getitem__(self, index: int) -> Frame:
+        keyframe = self._keyframes[operator.index(index)]
+        lidar = keyframe.lidar
+        points = read_points(lidar.file, len(CHANNELS))
+        labels = None
+        if keyframe.labels is not None:
+            labels = self._read_labels(keyframe.labels, len(points), lidar.file)
+        cameras, images, image_stamps, image_poses = [], {}, {}, {}
+        for name, camera in keyframe.cameras.items():
+            intrinsics = CameraIntrinsics(width=camera.width, height=camera.height, K=camera.K)
+            T_cam_lidar = invert_transform(camera.T_ego_sensor) @ lidar.T_ego_sensor
+            cameras.append(CameraCalibration(name, intrinsics, T_cam_lidar, frame_id=name))
+            images[name] = read_rgb(camera.file)
+            image_stamps[name] = camera.stamp
+            image_poses[name] = camera.T_world_ego @ lidar.T_ego_sensor
+        return Frame(
+            points=points,
+            channels=CHANNELS,
+            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR),
+            images=images,
+            labels=labels,
+            classes=CLASSES if labels is not None else None,
+            stamp=lidar.stamp,
+            image_stamps=image_stamps,
+            pose=lidar.T_world_ego @ lidar.T_ego_sensor,
+            image_poses=image_poses,
+            name=keyframe.name,
+        )
+
+    @staticmethod
+    def _read_labels(path: Path, num_points: int, lidar_file: Path) -> np.ndarray:
+        """lidarseg general class ids (uint8 per point) as nuscenes training ids."""
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing lidarseg labels of {lidar_file.name}")
+        raw = np.fromfile(path, dtype=np.uint8)
+        if len(raw) != num_points:
+            raise ValueError(f"{path}: {len(raw)} labels for the {num_points} points of {lidar_file.name}")
+        return load_class_set(CLASSES).map_raw(raw, source=str(path))

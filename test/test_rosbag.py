@@ -1,0 +1,365 @@
+"""rosbag2 bags <-> Frames, on the real nuScenes and RELLIS-3D frames, in mcap and sqlite3."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import yaml
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.interfaces import QosDurability
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from xkd_ros.data import Frame
+from xkd_ros.data.rosbag import TYPESTORE, BagTopics, RosbagDataset, RosbagError, write_bag
+from xkd_ros.geometry import Rig, invert_transform, transform_from_quaternion
+from xkd_ros.msgs import (
+    CvBridge,
+    camera_info_to_intrinsics,
+    create_cloud,
+    intrinsics_to_camera_info,
+    read_points_numpy,
+)
+
+CAMERAS = ("CAM_FRONT", "CAM_BACK")
+
+
+def assert_frames_equal(read: Frame, original: Frame, exact_images: bool = True) -> None:
+    assert read.channels == original.channels
+    np.testing.assert_array_equal(read.points, original.points)
+    assert read.stamp == original.stamp
+    assert read.image_stamps == original.image_stamps
+    assert read.images.keys() == original.images.keys()
+    for name, image in original.images.items():
+        assert read.images[name].shape == image.shape
+        assert read.images[name].dtype == np.uint8
+        if exact_images:
+            np.testing.assert_array_equal(read.images[name], image)
+        else:  # JPEG at OpenCV's default quality 95
+            assert np.abs(read.images[name].astype(int) - image).mean() < 2.0
+    if original.labels is None:
+        assert read.labels is None
+    else:
+        np.testing.assert_array_equal(read.labels, original.labels)
+        assert read.classes == original.classes
+
+
+def assert_rigs_close(read: Rig, original: Rig, atol: float = 0.0) -> None:
+    assert read.names == original.names
+    assert read.lidar_frame == original.lidar_frame
+    for a, b in zip(read, original, strict=True):
+        assert (a.frame_id, a.intrinsics.width, a.intrinsics.height) == (
+            b.frame_id,
+            b.intrinsics.width,
+            b.intrinsics.height,
+        )
+        assert a.intrinsics.distortion_model == b.intrinsics.distortion_model
+        np.testing.assert_allclose(a.intrinsics.K, b.intrinsics.K, rtol=0, atol=atol)
+        np.testing.assert_allclose(a.intrinsics.D, b.intrinsics.D, rtol=0, atol=atol)
+        np.testing.assert_allclose(a.T_cam_lidar, b.T_cam_lidar, rtol=0, atol=atol)
+
+
+@pytest.fixture(scope="module")
+def two_cameras(nuscenes_keyframe):
+    """The keyframe with its real front and back cameras only: several frames stay small and quick."""
+    frame = nuscenes_keyframe
+    return replace(
+        frame,
+        rig=Rig.from_cameras([frame.rig[name] for name in CAMERAS], frame.rig.lidar_frame),
+        images={name: frame.images[name] for name in CAMERAS},
+        image_stamps={name: frame.image_stamps[name] for name in CAMERAS},
+    )
+
+
+@pytest.mark.parametrize("sample", ["nuscenes_keyframe", "rellis_frame"])
+@pytest.mark.parametrize(
+    ("storage", "image_format"), [("mcap", "raw"), ("sqlite3", "raw"), ("mcap", "png"), ("sqlite3", "jpeg")]
+)
+def test_round_trip(request, tmp_path, sample, storage, image_format):
+    original = request.getfixturevalue(sample)
+    bag = write_bag([original], tmp_path / "bag", storage=storage, image_format=image_format)
+
+    dataset = RosbagDataset(bag)
+
+    assert len(dataset) == 1
+    assert_frames_equal(dataset[0], original, exact_images=image_format != "jpeg")
+    assert_rigs_close(dataset.rig, original.rig)  # from rig.yaml, exactly
+    assert dataset.stamps.tolist() == [original.stamp]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+@pytest.mark.parametrize("sample", ["nuscenes_keyframe", "rellis_frame"])
+def test_rig_rebuilt_from_camera_info_and_tf_static(request, tmp_path, sample, storage):
+    original = request.getfixturevalue(sample)
+    bag = write_bag([original], tmp_path / "bag", storage=storage, image_format="jpeg")
+    (bag / "rig.yaml").unlink()
+
+    dataset = RosbagDataset(bag)
+
+    assert_rigs_close(dataset.rig, original.rig, atol=1e-6)
+    assert dataset[0].points.shape == original.points.shape
+
+
+def test_bag_layout_stamps_and_sidecar(tmp_path, rellis_frame):
+    bag = write_bag([rellis_frame], tmp_path / "bag", image_format="png")
+    camera = rellis_frame.rig["pylon_camera"]
+    stamp_ns = 1581624663_149000000  # 1581624663.149 s, the image's file name
+
+    with Reader(bag) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+        tf_static = next(c for c in reader.connections if c.topic == "/tf_static")
+        messages = {
+            c.topic: (log_time, TYPESTORE.deserialize_cdr(raw, c.msgtype))
+            for c, log_time, raw in reader.messages()
+        }
+
+    assert types == {
+        "/tf_static": "tf2_msgs/msg/TFMessage",
+        "/lidar/points": "sensor_msgs/msg/PointCloud2",
+        "/lidar/labels": "sensor_msgs/msg/PointCloud2",
+        "/cameras/pylon_camera/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+        "/cameras/pylon_camera/camera_info": "sensor_msgs/msg/CameraInfo",
+    }
+    assert tf_static.ext.offered_qos_profiles[0].durability == QosDurability.TRANSIENT_LOCAL
+    for topic, (log_time, msg) in messages.items():
+        header = msg.transforms[0].header if topic == "/tf_static" else msg.header
+        assert log_time == header.stamp.sec * 10**9 + header.stamp.nanosec == stamp_ns, topic
+    scan = messages["/lidar/points"][1]
+    assert scan.header.frame_id == "os1_lidar"
+    assert [(f.name, f.datatype) for f in scan.fields] == [("x", 7), ("y", 7), ("z", 7), ("intensity", 7)]
+    assert [(f.name, f.datatype) for f in messages["/lidar/labels"][1].fields][-1] == ("label", 2)
+    assert messages["/cameras/pylon_camera/camera_info"][1].header.frame_id == camera.frame_id
+
+    # TF parent -> child is the child's pose in the parent: the camera centre c, where T_cam_lidar maps
+    # c to the camera's origin, is the transform's translation.
+    (transform,) = messages["/tf_static"][1].transforms
+    assert (transform.header.frame_id, transform.child_frame_id) == ("os1_lidar", camera.frame_id)
+    centre = np.linalg.solve(camera.T_cam_lidar[:3, :3], -camera.T_cam_lidar[:3, 3])
+    t, q = transform.transform.translation, transform.transform.rotation
+    np.testing.assert_allclose([t.x, t.y, t.z], centre, atol=1e-9)
+    T_lidar_cam = transform_from_quaternion([q.w, q.x, q.y, q.z], [t.x, t.y, t.z])
+    np.testing.assert_allclose(T_lidar_cam, invert_transform(camera.T_cam_lidar), atol=1e-9)
+
+    assert yaml.safe_load((bag / "xkd.yaml").read_text()) == {
+        "lidar_topic": "/lidar/points",
+        "label_topic": "/lidar/labels",
+        "classes": "rellis3d",
+        "cameras": {
+            "pylon_camera": {
+                "image": "/cameras/pylon_camera/image_raw/compressed",
+                "camera_info": "/cameras/pylon_camera/camera_info",
+            }
+        },
+    }
+    assert Rig.load(bag / "rig.yaml").to_dict() == rellis_frame.rig.to_dict()
+
+
+def test_custom_topics_are_read_through_the_sidecar(tmp_path, rellis_frame):
+    topics = BagTopics(lidar="/os1/points", labels="/os1/semantic", camera_namespace="/{camera}")
+    bag = write_bag([rellis_frame], tmp_path / "bag", storage="sqlite3", topics=topics)
+
+    dataset = RosbagDataset(bag)
+
+    assert (dataset.lidar_topic, dataset.label_topic) == ("/os1/points", "/os1/semantic")
+    assert dataset.cameras["pylon_camera"].image == "/pylon_camera/image_raw"
+    assert_frames_equal(dataset[0], rellis_frame)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_a_missing_image_leaves_only_that_camera_out(tmp_path, two_cameras, storage):
+    def frame_at(k: int, cameras: tuple[str, ...]) -> Frame:
+        return replace(
+            two_cameras,
+            points=two_cameras.points + np.float32(k),
+            stamp=two_cameras.stamp + 0.5 * k,
+            images={name: two_cameras.images[name] for name in cameras},
+            image_stamps={name: two_cameras.image_stamps[name] + 0.5 * k for name in cameras},
+        )
+
+    frames = [frame_at(0, CAMERAS), frame_at(1, ("CAM_FRONT",)), frame_at(2, CAMERAS)]
+    bag = write_bag(frames, tmp_path / "bag", storage=storage)
+
+    dataset = RosbagDataset(bag)
+
+    assert len(dataset) == 3
+    for read, original in zip(dataset, frames, strict=True):
+        assert_frames_equal(read, original)
+    assert set(dataset[1].images) == {"CAM_FRONT"}
+    assert dataset[-1].stamp == frames[2].stamp
+
+
+def test_each_scan_gets_the_nearest_image_within_the_offset(tmp_path, two_cameras):
+    t = two_cameras.stamp
+    front = two_cameras.images["CAM_FRONT"]
+    flipped = np.ascontiguousarray(front[::-1])
+    frames = [  # scans at t, t + 0.1, t + 0.2; front images at t + 0.02 and t + 0.09
+        replace(two_cameras, images={"CAM_FRONT": front}, image_stamps={"CAM_FRONT": t + 0.02}),
+        replace(
+            two_cameras, stamp=t + 0.1, images={"CAM_FRONT": flipped}, image_stamps={"CAM_FRONT": t + 0.09}
+        ),
+        replace(two_cameras, stamp=t + 0.2, images={}, image_stamps={}),
+    ]
+    bag = write_bag(frames, tmp_path / "bag")
+
+    strict, lenient = RosbagDataset(bag), RosbagDataset(bag, max_image_offset=0.15)
+
+    np.testing.assert_array_equal(strict[0].images["CAM_FRONT"], front)  # the later image is nearer
+    np.testing.assert_array_equal(strict[1].images["CAM_FRONT"], flipped)  # the earlier one is nearer
+    assert strict[2].images == {}  # 0.11 s away
+    np.testing.assert_array_equal(lenient[2].images["CAM_FRONT"], flipped)
+    assert lenient[2].image_stamps == {"CAM_FRONT": t + 0.09}
+
+
+# Bags recorded by ROS: messages serialised by rclpy, no sidecar, topics found by type.
+
+
+def write_rclpy_bag(path, messages, storage=StoragePlugin.MCAP):
+    """A bag of rclpy messages serialised by rclpy, as `ros2 bag record` writes them."""
+    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=storage) as writer:
+        connections = {}
+        for topic, msg in messages:
+            msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            writer.write(connections[topic], stamp, serialize_message(msg))
+    return path
+
+
+def ros_messages(frame: Frame, labels: np.ndarray | None = None, camera_info: bool = True):
+    """A RELLIS-3D frame as its driver and a labelling node would publish it."""
+    ns = round(frame.stamp * 1000) * 1_000_000  # the stamp is whole milliseconds
+    header = Header(frame_id=frame.rig.lidar_frame)
+    header.stamp.sec, header.stamp.nanosec = divmod(ns, 10**9)
+    fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate(frame.channels)
+    ]
+    messages = [("/os1_cloud_node/points", create_cloud(header, fields, frame.points))]
+    if labels is not None:
+        structured = np.zeros(len(labels), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("label", "u1")])
+        structured["label"] = labels
+        label_fields = [*fields[:3], PointField(name="label", offset=12, datatype=PointField.UINT8, count=1)]
+        messages.append(("/os1_cloud_node/labels", create_cloud(header, label_fields, structured)))
+    camera = frame.rig["pylon_camera"]
+    image_header = Header(stamp=header.stamp, frame_id=camera.frame_id)
+    image = CvBridge().cv2_to_imgmsg(frame.images["pylon_camera"], "rgb8", header=image_header)
+    messages.append(("/pylon_camera/image_raw", image))
+    if camera_info:
+        messages.append(
+            ("/pylon_camera/camera_info", intrinsics_to_camera_info(camera.intrinsics, image_header))
+        )
+    return messages
+
+
+@pytest.mark.parametrize("storage", [StoragePlugin.MCAP, StoragePlugin.SQLITE3])
+def test_a_bag_of_rclpy_messages_reads_with_topics_found_by_type(tmp_path, rellis_frame, storage):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame, rellis_frame.labels), storage)
+
+    dataset = RosbagDataset(bag, rig=rellis_frame.rig, classes="rellis3d")
+
+    assert (dataset.lidar_topic, dataset.label_topic) == ("/os1_cloud_node/points", "/os1_cloud_node/labels")
+    assert dataset.cameras["pylon_camera"].camera_info == "/pylon_camera/camera_info"
+    assert_frames_equal(dataset[0], rellis_frame)
+    named = RosbagDataset(
+        bag,
+        camera_topics={"pylon_camera": "/pylon_camera/image_raw"},
+        rig=rellis_frame.rig,
+        classes="rellis3d",
+    )
+    np.testing.assert_array_equal(named[0].images["pylon_camera"], rellis_frame.images["pylon_camera"])
+
+
+def test_ros_deserialises_what_write_bag_wrote(tmp_path, rellis_frame):
+    bag = write_bag([rellis_frame], tmp_path / "bag")
+    sensor_msgs = {f"sensor_msgs/msg/{t.__name__}": t for t in (PointCloud2, Image, CameraInfo)}
+    with Reader(bag) as reader:
+        messages = {
+            c.topic: deserialize_message(raw, sensor_msgs[c.msgtype])
+            for c, _, raw in reader.messages()
+            if c.msgtype in sensor_msgs
+        }
+
+    np.testing.assert_array_equal(read_points_numpy(messages["/lidar/points"]), rellis_frame.points)
+    rgb = CvBridge().imgmsg_to_cv2(messages["/cameras/pylon_camera/image_raw"], "rgb8")
+    np.testing.assert_array_equal(rgb, rellis_frame.images["pylon_camera"])
+    intrinsics = camera_info_to_intrinsics(messages["/cameras/pylon_camera/camera_info"])
+    np.testing.assert_array_equal(intrinsics.K, rellis_frame.rig["pylon_camera"].intrinsics.K)
+
+
+# Errors name the bag, the topic and what is wrong.
+
+
+def test_a_path_that_is_not_a_bag(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a bag")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RosbagError, match=r"empty: not a rosbag2 bag"):
+        RosbagDataset(tmp_path / "empty")
+    with pytest.raises(RosbagError, match=r"notes\.txt: not a rosbag2 bag"):
+        RosbagDataset(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="missing: no such bag"):
+        RosbagDataset(tmp_path / "missing")
+
+
+def test_no_point_cloud_topic(tmp_path, rellis_frame):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame)[1:])
+    with pytest.raises(
+        RosbagError, match=r"bag: no PointCloud2 topic with messages \(topics: \['/pylon_camera/camera_info'"
+    ):
+        RosbagDataset(bag)
+
+
+def test_an_absent_lidar_topic_lists_the_clouds(tmp_path, rellis_frame):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame))
+    with pytest.raises(RosbagError, match=r"topic /velodyne_points is absent.*\['/os1_cloud_node/points'\]"):
+        RosbagDataset(bag, lidar_topic="/velodyne_points", rig=rellis_frame.rig)
+
+
+def test_a_camera_without_camera_info_and_no_rig(tmp_path, rellis_frame):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame, camera_info=False))
+    message = (
+        r"bag: camera pylon_camera \(/pylon_camera/image_raw\): no CameraInfo on /pylon_camera/camera_info"
+    )
+    with pytest.raises(RosbagError, match=message):
+        RosbagDataset(bag)
+    assert len(RosbagDataset(bag, rig=rellis_frame.rig)) == 1
+
+
+def test_labels_without_a_class_set(tmp_path, rellis_frame):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame, rellis_frame.labels))
+    with pytest.raises(RosbagError, match="/os1_cloud_node/labels: labels but no class set"):
+        RosbagDataset(bag, rig=rellis_frame.rig)
+
+
+def test_a_label_count_mismatch(tmp_path, rellis_frame):
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame, rellis_frame.labels[:-5]))
+    dataset = RosbagDataset(bag, rig=rellis_frame.rig, classes="rellis3d")
+    n = len(rellis_frame.points)
+    message = (
+        rf"bag: /os1_cloud_node/labels at stamp 1581624663149000000 ns: {n - 5} labels for the {n} points"
+    )
+    with pytest.raises(RosbagError, match=message):
+        dataset[0]
+
+
+def test_unknown_class_ids(tmp_path, rellis_frame):
+    labels = rellis_frame.labels.copy()
+    labels[[3, 7]] = 19, 200  # rellis3d has training ids 0..18
+    bag = write_rclpy_bag(tmp_path / "bag", ros_messages(rellis_frame, labels))
+    dataset = RosbagDataset(bag, rig=rellis_frame.rig, classes="rellis3d")
+    with pytest.raises(
+        RosbagError, match=r"labels at stamp .* label id\(s\) \[19, 200\] .* class set 'rellis3d'"
+    ):
+        dataset[0]
+
+
+def test_write_bag_refuses_mixed_rigs_and_existing_folders(tmp_path, nuscenes_keyframe, two_cameras):
+    with pytest.raises(ValueError, match="rig differs from the first frame's"):
+        write_bag([two_cameras, nuscenes_keyframe], tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()  # no half-written bag is left behind
+    write_bag([two_cameras], tmp_path / "bag")
+    with pytest.raises(FileExistsError, match="bag: exists already"):
+        write_bag([two_cameras], tmp_path / "bag")
+    with pytest.raises(ValueError, match="image_format: 'tiff'"):
+        write_bag([two_cameras], tmp_path / "other", image_format="tiff")

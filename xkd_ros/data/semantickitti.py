@@ -1,0 +1,211 @@
+"""SemanticKITTI / KITTI odometry reader: sequences/<seq>/velodyne/*.bin with, where present, labels/*.label,
+one camera's images (image_2/*.png), calib.txt, times.txt and poses.txt.
+
+KITTI's calib.txt gives each rectified camera as a projection P = K [I | t] (t: its offset from cam0) and
+the LiDAR as Tr (velodyne -> rectified cam0), so T_cam_velo = [I | inv(K) P[:, 3]] @ Tr. poses.txt holds
+cam0 poses in the first cam0 frame; as SemanticKITTI does, they become LiDAR poses in the first scan's LiDAR
+frame: T_world_lidar = inv(Tr) @ pose @ Tr. Camera and LiDAR are triggered together, so an image has the
+scan's stamp and the rig needs no motion compensation.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.frame import INTENSITY, Frame
+from xkd_ros.data.nuscenes import read_points, read_rgb
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
+
+CHANNELS = ("x", "y", "z", INTENSITY)  # KITTI's remission
+CLASSES = "semantickitti"
+LIDAR_FRAME = "velodyne"
+
+
+def read_kitti_calib(path: Path) -> dict[str, np.ndarray]:
+    """The 3x4 matrices of a KITTI odometry calib.txt ("P0: 12 numbers" ... "Tr: 12 numbers") by key."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing calibration")
+    matrices = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            key, _, values = line.partition(":")
+            try:
+                matrices[key.strip()] = np.array(values.split(), dtype=np.float64).reshape(3, 4)
+            except ValueError:
+                raise ValueError(f"{path}:{number}: {key.strip()}: expected 12 numbers") from None
+    return matrices
+
+
+def camera_from_projection(P: np.ndarray, Tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """K and T_cam_velo of the rectified camera with projection P, given Tr (velodyne -> rectified cam0)."""
+    K = P[:, :3]
+    T_cam_cam0 = np.eye(4)
+    T_cam_cam0[:3, 3] = np.linalg.solve(K, P[:, 3])
+    return K, T_cam_cam0 @ _homogeneous(Tr)
+
+
+def _homogeneous(T: np.ndarray) -> np.ndarray:
+    return np.vstack([T.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+
+
+def _read_lines(path: Path, shape: tuple[int, ...], needed: int) -> np.ndarray:
+    """One row of numbers per scan (times.txt, poses.txt), at least `needed` of them."""
+    rows = [
+        (number, line.split()) for number, line in enumerate(path.read_text().splitlines(), 1) if line.strip()
+    ]
+    if len(rows) < needed:
+        raise ValueError(f"{path}: {len(rows)} line(s), but the scans run up to index {needed - 1}")
+    size = int(np.prod(shape))
+    for number, values in rows:
+        if len(values) != size:
+            raise ValueError(f"{path}:{number}: expected {size} number(s), got {len(values)}")
+    try:
+        return np.array([values for _, values in rows], dtype=np.float64).reshape(-1, *shape)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class _Sequence:
+    """What one sequence folder holds, found once: scans, and which optional files come with them."""
+
+    name: str
+    folder: Path
+    scans: list[str]
+    labelled: bool
+    images: Path | None
+    K: np.ndarray | None
+    T_cam_velo: np.ndarray | None
+    times: np.ndarray | None
+    poses: np.ndarray | None  # (n, 4, 4) T_world_lidar
+
+    @classmethod
+    def index(cls, root: Path, name: str, camera: str) -> _Sequence:
+        folder = root / "sequences" / name
+        velodyne = folder / "velodyne"
+        if not velodyne.is_dir():
+            raise FileNotFoundError(f"{velodyne}: missing scan folder of sequence {name}")
+        scans = sorted(path.stem for path in velodyne.glob("*.bin"))
+        if not scans:
+            raise FileNotFoundError(f"{velodyne}: no .bin scans")
+        if not all(scan.isdigit() for scan in scans):
+            raise ValueError(
+                f"{velodyne}: scan names must be frame numbers (000000.bin ...), got {scans[:3]}"
+            )
+        labelled = _check_all_present(folder / "labels", scans, ".label")
+        images = folder / camera if _check_all_present(folder / camera, scans, ".png") else None
+        needed = int(scans[-1]) + 1
+        poses_file = next(
+            (path for path in (folder / "poses.txt", root / "poses" / f"{name}.txt") if path.is_file()), None
+        )
+        K = T_cam_velo = poses = times = None
+        if images is not None or poses_file is not None:
+            calib_file = folder / "calib.txt"
+            calib = read_kitti_calib(calib_file)
+            projection = "P" + camera.removeprefix("image_")
+            required = ["Tr", projection] if images is not None else ["Tr"]
+            missing = [key for key in required if key not in calib]
+            if missing:
+                users = " and ".join(str(path) for path in (images, poses_file) if path is not None)
+                raise ValueError(f"{calib_file}: no {missing} (needed for {users})")
+            Tr = _homogeneous(calib["Tr"])
+            if images is not None:
+                K, T_cam_velo = camera_from_projection(calib[projection], calib["Tr"])
+            if poses_file is not None:
+                poses = np.tile(np.eye(4), (needed, 1, 1))
+                poses[:, :3] = _read_lines(poses_file, (3, 4), needed)[:needed]
+                poses = np.linalg.inv(Tr) @ poses @ Tr  # Tr is rigid to 1e-7 only: invert it exactly
+        if (folder / "times.txt").is_file():
+            times = _read_lines(folder / "times.txt", (), needed)
+        return cls(name, folder, scans, labelled, images, K, T_cam_velo, times, poses)
+
+
+def _check_all_present(folder: Path, scans: list[str], suffix: str) -> bool:
+    """Whether `folder` exists; if it does, it must hold a file for every scan."""
+    if not folder.is_dir():
+        return False
+    present = {path.name for path in folder.iterdir()}
+    missing = [scan for scan in scans if scan + suffix not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder / (missing[0] + suffix)}: missing ({len(missing)} scan(s) lack one)"
+        )
+    return True
+
+
+class SemanticKittiDataset(Sequence[Frame]):
+    """The scans of the SemanticKITTI / KITTI odometry sequences under `root` (all, or `sequences`), in order.
+
+    Folders and the small text files (calib, times, poses) are indexed here; scans, labels and images are
+    read when a frame is asked for. Labels (semantic id = value & 0xFFFF) map through the class set
+    `classes`. Without `camera` images a frame has no images and a rig without cameras.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: Iterable[str | int] | None = None,
+        camera: str = "image_2",
+        classes: str = CLASSES,
+    ) -> None:
+        self.root = Path(root)
+        if not camera.startswith("image_"):
+            raise ValueError(f"camera: expected a KITTI image folder (image_0 .. image_3), got {camera!r}")
+        self.camera = camera
+        self.classes = classes
+        load_class_set(classes)  # an unknown class set fails here, not at the first frame
+        if sequences is None:
+            folder = self.root / "sequences"
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: missing (expected sequences/<seq>/velodyne/*.bin)")
+            names = sorted(path.name for path in folder.iterdir() if (path / "velodyne").is_dir())
+            if not names:
+                raise FileNotFoundError(f"{folder}: no sequence folders with a velodyne/ folder")
+        else:
+            names = [f"{s:02d}" if isinstance(s, int) else str(s) for s in sequences]
+        self._sequences = [_Sequence.index(self.root, name, camera) for name in names]
+        self._scans = [(seq, scan) for seq in self._sequences for scan in seq.scans]
+
+    def __len__(self) -> int:
+        return len(self._scans)
+
+    def __getitem__(self, index: int) -> Frame:
+        seq, scan = self._scans[operator.index(index)]
+        scan_file = seq.folder / "velodyne" / f"{scan}.bin"
+        points = read_points(scan_file, len(CHANNELS))
+        labels = None
+        if seq.labelled:
+            label_file = seq.folder / "labels" / f"{scan}.label"
+            size = label_file.stat().st_size
+            if size != 4 * len(points):
+                raise ValueError(
+                    f"{label_file}: {size} bytes, expected {4 * len(points)} (one uint32 for each of the "
+                    f"{len(points)} points of {scan_file.name})"
+                )
+            raw = np.fromfile(label_file, dtype=np.uint32) & 0xFFFF  # instance id in the high bits
+            labels = load_class_set(self.classes).map_raw(raw, source=str(label_file))
+        stamp = float(seq.times[int(scan)]) if seq.times is not None else 0.0
+        cameras, images = [], {}
+        if seq.images is not None:
+            rgb = read_rgb(seq.images / f"{scan}.png")
+            intrinsics = CameraIntrinsics(width=rgb.shape[1], height=rgb.shape[0], K=seq.K)
+            cameras.append(CameraCalibration(self.camera, intrinsics, seq.T_cam_velo))
+            images[self.camera] = rgb
+        return Frame(
+            points=points,
+            channels=CHANNELS,
+            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR_FRAME),
+            images=images,
+            labels=labels,
+            classes=self.classes if labels is not None else None,
+            stamp=stamp,
+            image_stamps=dict.fromkeys(images, stamp),
+            pose=seq.poses[int(scan)] if seq.poses is not None else None,
+            name=f"semantickitti/{seq.name}/{scan}",
+        )
