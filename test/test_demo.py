@@ -1,29 +1,49 @@
-"""`xkd-demo` end to end on the real nuScenes keyframe: messages out and back in, points in six cameras."""
+"""`xkd-demo` end to end on the real nuScenes keyframe, and the Frame <-> messages conversion under it."""
 
 import json
 
 import cv2
 import numpy as np
-from conftest import DATA, NUSCENES_COUNTS
+import pytest
+from conftest import NUSCENES_COUNTS
 
-from xkd_ros.demo import frame_to_messages, main
-from xkd_ros.msgs import CvBridge, read_points
+from xkd_ros.data.messages import MessageError, frame_from_messages, frame_to_messages, stamp_to_ns
+from xkd_ros.demo import main
 
 
-def test_frame_to_messages_round_trips_the_keyframe(nuscenes_keyframe):
-    cloud, images, infos = frame_to_messages(nuscenes_keyframe, DATA / "nuscenes_demo")
-    points = read_points(cloud)
-    assert cloud.header.frame_id == "LIDAR_TOP"
-    assert points.dtype.names == ("x", "y", "z", "intensity", "ring")
-    for column, name in enumerate(points.dtype.names):
-        np.testing.assert_array_equal(
-            points[name], nuscenes_keyframe.points[:, column].astype(points[name].dtype)
-        )
-    assert list(images) == list(infos) == nuscenes_keyframe.rig.names
-    front = CvBridge().compressed_imgmsg_to_cv2(images["CAM_FRONT"], "rgb8")
-    np.testing.assert_array_equal(front, nuscenes_keyframe.images["CAM_FRONT"])
-    stamp = images["CAM_FRONT"].header.stamp
-    assert stamp.sec + stamp.nanosec * 1e-9 == nuscenes_keyframe.image_stamps["CAM_FRONT"]
+@pytest.mark.parametrize("image_format", ["raw", "png", "jpeg"])
+def test_frame_messages_round_trip(rellis_frame, image_format):
+    messages = frame_to_messages(rellis_frame, image_format)
+    assert messages.cloud.header.frame_id == rellis_frame.rig.lidar_frame
+    assert [f.name for f in messages.cloud.fields] == list(rellis_frame.channels)
+    info = messages.camera_infos["pylon_camera"]
+    assert info.header.frame_id == "pylon_camera"
+    assert list(info.k) == rellis_frame.rig["pylon_camera"].intrinsics.K.ravel().tolist()
+    back = frame_from_messages(
+        messages.cloud, messages.images, rellis_frame.rig, messages.label_cloud, "rellis3d", rellis_frame.name
+    )
+    np.testing.assert_array_equal(back.points, rellis_frame.points)
+    np.testing.assert_array_equal(back.labels, rellis_frame.labels)
+    assert back.stamp == rellis_frame.stamp
+    assert back.image_stamps == rellis_frame.image_stamps
+    error = np.abs(back.images["pylon_camera"].astype(int) - rellis_frame.images["pylon_camera"]).mean()
+    assert error == 0 if image_format != "jpeg" else error < 3
+
+
+def test_stamps_keep_their_decimal_value():
+    assert stamp_to_ns(1581624663.149) == 1581624663_149000000  # the float is ...663.14899992...
+
+
+def test_label_cloud_must_match_the_scan(rellis_frame):
+    messages = frame_to_messages(rellis_frame)
+    with pytest.raises(MessageError, match="a label cloud but no class set"):
+        frame_from_messages(messages.cloud, {}, rellis_frame.rig, messages.label_cloud)
+    bad = frame_to_messages(rellis_frame)
+    np.frombuffer(bad.label_cloud.data, np.uint8).reshape(-1, bad.label_cloud.point_step)[0, 12] = 200
+    with pytest.raises(
+        MessageError, match=r"label id\(s\) \[200\] are not training ids of class set 'rellis3d'"
+    ):
+        frame_from_messages(messages.cloud, {}, rellis_frame.rig, bad.label_cloud, "rellis3d")
 
 
 def test_demo_writes_the_projection_picture_and_summary(tmp_path, capsys):

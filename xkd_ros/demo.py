@@ -1,7 +1,7 @@
 """`xkd-demo`: a real nuScenes keyframe through the live path, from ROS messages to points in six cameras.
 
-Builds the messages a vehicle would publish (PointCloud2, the cameras' JPEG CompressedImages, CameraInfo),
-reads them back through xkd_ros.msgs, rebuilds the rig from CameraInfo plus the extrinsics in
+Turns the keyframe into the messages a vehicle publishes (PointCloud2, the cameras' JPEG CompressedImages,
+CameraInfo), reads them back through xkd_ros.msgs, rebuilds the rig from CameraInfo plus the extrinsics in
 config/nuscenes.rig.yaml, projects the scan into every camera with the occlusion test and writes a PNG.
 """
 
@@ -13,55 +13,16 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
-from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, PointCloud2, PointField
-from std_msgs.msg import Header
 
-from xkd_ros.data import Frame, load_keyframe
+from xkd_ros.data import load_keyframe
+from xkd_ros.data.messages import frame_to_messages
 from xkd_ros.data.render import render_cameras
 from xkd_ros.geometry import Rig, project_points
-from xkd_ros.msgs import (
-    CvBridge,
-    create_cloud,
-    intrinsics_to_camera_info,
-    read_points_numpy,
-    rig_from_camera_infos,
-)
+from xkd_ros.msgs import CvBridge, read_points_numpy, rig_from_camera_infos
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SAMPLE = REPO / "test/data/nuscenes_demo"
 DEFAULT_RIG = REPO / "config/nuscenes.rig.yaml"
-CLOUD_FIELDS = [
-    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
-    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
-    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-    PointField(name="intensity", offset=12, datatype=PointField.FLOAT32, count=1),
-    PointField(name="ring", offset=16, datatype=PointField.UINT16, count=1),
-]
-
-
-def header(stamp: float, frame_id: str) -> Header:
-    seconds = int(stamp)
-    nanoseconds = min(round((stamp - seconds) * 1e9), 999_999_999)  # rounding must not spill into sec
-    return Header(stamp=Time(sec=seconds, nanosec=nanoseconds), frame_id=frame_id)
-
-
-def frame_to_messages(frame: Frame, sample: Path) -> tuple[PointCloud2, dict[str, CompressedImage], dict]:
-    """The messages a driver stack publishes for this frame; images are the original JPEG bytes."""
-    cloud_array = np.empty(
-        len(frame.points), dtype=[(f.name, "<f4") for f in CLOUD_FIELDS[:4]] + [("ring", "<u2")]
-    )
-    for column, name in enumerate(frame.channels):
-        cloud_array[name] = frame.points[:, column]
-    cloud = create_cloud(header(frame.stamp, frame.rig.lidar_frame), CLOUD_FIELDS, cloud_array)
-    images, infos = {}, {}
-    for camera in frame.rig:
-        stamp_header = header(frame.image_stamps[camera.name], camera.frame_id)
-        jpeg = next(sample.glob(f"*__{camera.name}__*.jpg")).read_bytes()
-        images[camera.name] = CompressedImage(header=stamp_header, format="jpeg", data=jpeg)
-        infos[camera.name] = intrinsics_to_camera_info(camera.intrinsics, stamp_header)
-    return cloud, images, infos
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,21 +37,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    frame = load_keyframe(args.sample, decode_images=False)
-    cloud, compressed, infos = frame_to_messages(frame, args.sample)
+    frame = load_keyframe(args.sample)
+    messages = frame_to_messages(frame, image_format="jpeg")
     timings = {}
 
     start = time.perf_counter()
-    xyz = read_points_numpy(cloud, field_names=["x", "y", "z"])
+    xyz = read_points_numpy(messages.cloud, field_names=["x", "y", "z"])
     timings["read_cloud_ms"] = (time.perf_counter() - start) * 1e3
 
     start = time.perf_counter()
     bridge = CvBridge()
-    images = {name: bridge.compressed_imgmsg_to_cv2(msg, "rgb8") for name, msg in compressed.items()}
+    images = {name: bridge.compressed_imgmsg_to_cv2(msg, "rgb8") for name, msg in messages.images.items()}
     timings["decode_images_ms"] = (time.perf_counter() - start) * 1e3
 
     extrinsics = {camera.name: camera.T_cam_lidar for camera in Rig.load(args.rig)}
-    rig = rig_from_camera_infos(infos, extrinsics, lidar_frame=cloud.header.frame_id)
+    rig = rig_from_camera_infos(messages.camera_infos, extrinsics, lidar_frame=messages.cloud.header.frame_id)
     start = time.perf_counter()
     projection = project_points(xyz, rig, min_depth=0.1, occlusion_cell=args.occlusion_cell or None)
     timings["project_ms"] = (time.perf_counter() - start) * 1e3
@@ -100,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     cv2.imwrite(str(png), render_cameras(images, projection))
     summary = {
         "sample": frame.name,
-        "points": int(cloud.width * cloud.height),
-        "cloud_bytes": len(cloud.data),
+        "points": int(messages.cloud.width * messages.cloud.height),
+        "cloud_bytes": len(messages.cloud.data),
         "points_per_camera": projection.counts(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "image": str(png),

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.files import read_rgb, read_scan_bin
 from xkd_ros.data.frame import INTENSITY, RING, Frame
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, transform_from_quaternion
 from xkd_ros.geometry.transforms import invert_transform
@@ -54,33 +54,11 @@ TABLE_FIELDS = {
 MICROSECONDS = 1e-6
 
 
-def read_points(path: Path, num_channels: int) -> np.ndarray:
-    """float32 (N, num_channels) points of a headerless .bin; a size that is not whole points raises."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing point cloud")
-    point_bytes = 4 * num_channels
-    size = path.stat().st_size
-    if size % point_bytes:
-        raise ValueError(
-            f"{path}: {size} bytes is not a multiple of {point_bytes} ({num_channels} float32 per point): "
-            "truncated?"
-        )
-    return np.fromfile(path, dtype=np.float32).reshape(-1, num_channels)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (OpenCV decodes to BGR)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"{path}: missing or not an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def load_keyframe(folder: str | Path, decode_images: bool = True) -> Frame:
     """Read the keyframe in `folder`; images are decoded to RGB unless `decode_images` is False."""
     folder = Path(folder)
     sample = json.loads((folder / "info.json").read_text())["sample"]
-    points = read_points(folder / Path(sample["lidar_points"]["lidar_path"]).name, len(CHANNELS))
+    points = read_scan_bin(folder / Path(sample["lidar_points"]["lidar_path"]).name, len(CHANNELS))
     cameras, images, image_stamps = [], {}, {}
     for name, entry in sample["images"].items():
         rgb = read_rgb(folder / Path(entry["img_path"]).name)
@@ -236,7 +214,7 @@ class NuScenesDataset(Sequence[Frame]):
     def __getitem__(self, index: int) -> Frame:
         keyframe = self._keyframes[operator.index(index)]
         lidar = keyframe.lidar
-        points = read_points(lidar.file, len(CHANNELS))
+        points = read_scan_bin(lidar.file, len(CHANNELS))
         labels = None
         if keyframe.labels is not None:
             labels = self._read_labels(keyframe.labels, len(points), lidar.file)

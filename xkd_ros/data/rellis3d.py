@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import yaml
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.files import read_label_file, read_rgb, read_scan_bin
 from xkd_ros.data.frame import Frame
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
 from xkd_ros.geometry.transforms import invert_transform, transform_from_quaternion
@@ -38,14 +36,10 @@ def load_rellis3d_rig(folder: str | Path, width: int = 1920, height: int = 1200)
 def load_rellis3d_frame(folder: str | Path, scan: str = "000104") -> Frame:
     """Scan, labels (mapped to the rellis3d class set) and the RGB image whose name carries its stamp."""
     folder = Path(folder)
-    points = np.fromfile(folder / f"{scan}.bin", dtype=np.float32).reshape(-1, len(CHANNELS))
-    label_file = folder / f"{scan}.label"
-    raw = np.fromfile(label_file, dtype=np.uint32) & 0xFFFF  # SemanticKITTI format: instance in the high bits
-    if len(raw) != len(points):
-        raise ValueError(f"{label_file}: {len(raw)} labels for the {len(points)} points of {scan}.bin")
-    labels = load_class_set(CLASSES).map_raw(raw, source=str(label_file))
+    points = read_scan_bin(folder / f"{scan}.bin", len(CHANNELS))
+    labels = read_label_file(folder / f"{scan}.label", len(points), CLASSES)
     image_file = next(folder.glob(f"frame{scan}-*.jpg"))
-    rgb = cv2.cvtColor(cv2.imread(str(image_file), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    rgb = read_rgb(image_file)
     stamp = float(image_file.stem.split("-")[1].replace("_", "."))
     rig = load_rellis3d_rig(folder, width=rgb.shape[1], height=rgb.shape[0])
     return Frame(

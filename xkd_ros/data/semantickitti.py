@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.files import read_label_file, read_rgb, read_scan_bin
 from xkd_ros.data.frame import INTENSITY, Frame
-from xkd_ros.data.nuscenes import read_points, read_rgb
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
 
 CHANNELS = ("x", "y", "z", INTENSITY)  # KITTI's remission
@@ -178,18 +178,10 @@ class SemanticKittiDataset(Sequence[Frame]):
     def __getitem__(self, index: int) -> Frame:
         seq, scan = self._scans[operator.index(index)]
         scan_file = seq.folder / "velodyne" / f"{scan}.bin"
-        points = read_points(scan_file, len(CHANNELS))
+        points = read_scan_bin(scan_file, len(CHANNELS))
         labels = None
         if seq.labelled:
-            label_file = seq.folder / "labels" / f"{scan}.label"
-            size = label_file.stat().st_size
-            if size != 4 * len(points):
-                raise ValueError(
-                    f"{label_file}: {size} bytes, expected {4 * len(points)} (one uint32 for each of the "
-                    f"{len(points)} points of {scan_file.name})"
-                )
-            raw = np.fromfile(label_file, dtype=np.uint32) & 0xFFFF  # instance id in the high bits
-            labels = load_class_set(self.classes).map_raw(raw, source=str(label_file))
+            labels = read_label_file(seq.folder / "labels" / f"{scan}.label", len(points), self.classes)
         stamp = float(seq.times[int(scan)]) if seq.times is not None else 0.0
         cameras, images = [], {}
         if seq.images is not None:
