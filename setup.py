@@ -27,14 +27,13 @@ ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install
     "ros-diagnostic-msgs",
     "ros-wheels-bootstrapper",
 ]
-DATA = ["trimesh", "embreex", "tqdm"]  # synthetic scene generation (ray casting)
+DATA = ["rosbags", "trimesh", "embreex", "tqdm"]  # bags; synthetic scene generation (ray casting)
 TRAIN = ["torch==2.13.0", "onnx", "onnxscript"]
 TEST = [
     *DATA,
     "pytest",
     "ruff",
     "jsonschema",
-    "rosbags",
     "colcon-core",
     "colcon-ros",
     "colcon-python-setup-py",

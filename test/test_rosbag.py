@@ -19,6 +19,7 @@ from xkd_ros.msgs import (
     camera_info_to_intrinsics,
     create_cloud,
     intrinsics_to_camera_info,
+    read_points,
     read_points_numpy,
 )
 
@@ -282,6 +283,8 @@ def test_ros_deserialises_what_write_bag_wrote(tmp_path, rellis_frame):
         }
 
     np.testing.assert_array_equal(read_points_numpy(messages["/lidar/points"]), rellis_frame.points)
+    labels = read_points(messages["/lidar/labels"], ["label"])["label"]
+    np.testing.assert_array_equal(labels, rellis_frame.labels)
     rgb = CvBridge().imgmsg_to_cv2(messages["/cameras/pylon_camera/image_raw"], "rgb8")
     np.testing.assert_array_equal(rgb, rellis_frame.images["pylon_camera"])
     intrinsics = camera_info_to_intrinsics(messages["/cameras/pylon_camera/camera_info"])

@@ -1,7 +1,25 @@
-"""Data: the `Frame` type and readers of real samples (nuScenes, RELLIS-3D)."""
+"""Data: the `Frame` type, class sets, readers of data sets and recordings, and `open_frames` over them.
 
+Readers import what they need when used: the synthetic generator's ray caster (the `data` extra) never
+loads on a vehicle.
+"""
+
+from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.data.frame import Frame
-from xkd_ros.data.nuscenes import load_keyframe
+from xkd_ros.data.nuscenes import NuScenesDataset, load_keyframe
 from xkd_ros.data.rellis3d import load_rellis3d_frame, load_rellis3d_rig
+from xkd_ros.data.semantickitti import SemanticKittiDataset
+from xkd_ros.data.sources import open_frames
 
-__all__ = ["Frame", "load_keyframe", "load_rellis3d_frame", "load_rellis3d_rig"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ClassSet",
+    "Frame",
+    "NuScenesDataset",
+    "SemanticKittiDataset",
+    "load_class_set",
+    "load_keyframe",
+    "load_rellis3d_frame",
+    "load_rellis3d_rig",
+    "open_frames",
+]

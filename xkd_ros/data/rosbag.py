@@ -12,9 +12,9 @@ Layout written by `write_bag` (names from `BagTopics`; message log times are the
     /tf_static                         tf2_msgs/TFMessage, once: lidar_frame -> each camera frame_id
     rig.yaml, xkd.yaml                 in the bag folder: the rig (Rig.save) and which topics make a Frame
 
-Messages are built and serialised with the rosbags typestore (ROS 2 Kilted), the one route that also has
-tf2_msgs here. It is the CDR that rclpy writes and reads, so bags recorded by ROS read alike and ROS tools
-play these back.
+Each frame's messages come from xkd_ros.data.messages (the one Frame <-> ROS messages conversion) and are
+serialised by rclpy, so these are the bytes ROS itself records. The rosbags typestore (ROS 2 Kilted) builds
+only /tf_static (no tf2_msgs for rclpy here) and reads bags, ours and those recorded by ROS alike.
 """
 
 from __future__ import annotations
@@ -25,34 +25,38 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import cv2
 import numpy as np
 import yaml
+from rclpy.serialization import serialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
-from xkd_ros.data.frame import RING, Frame
-from xkd_ros.geometry import (
-    CalibrationError,
-    CameraIntrinsics,
-    Rig,
-    invert_transform,
-    transform_from_quaternion,
+from xkd_ros.data.classes import load_class_set
+from xkd_ros.data.frame import Frame
+from xkd_ros.data.messages import (
+    LABEL_FIELD,
+    NS_PER_S,
+    ImageFormat,
+    MessageError,
+    frame_to_messages,
+    labels_from_cloud,
+    ns_to_stamp,
+    points_from_cloud,
+    rgb_from_image,
+    stamp_to_ns,
 )
+from xkd_ros.geometry import CalibrationError, Rig, invert_transform, transform_from_quaternion
 from xkd_ros.geometry.transforms import quaternion_from_rotation
-from xkd_ros.msgs import CvBridge, dtype_from_fields, read_points, rig_from_camera_infos
+from xkd_ros.msgs import rig_from_camera_infos
 
 __all__ = ["BagTopics", "RosbagDataset", "RosbagError", "write_bag"]
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 _MSG = TYPESTORE.types
-_POINT_FIELD = _MSG["sensor_msgs/msg/PointField"]
 
 POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
 IMAGE = "sensor_msgs/msg/Image"
@@ -60,16 +64,12 @@ COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 TF_STATIC = "/tf_static"
-LABEL_FIELD = "label"
 SIDECAR = "xkd.yaml"
 RIG_FILE = "rig.yaml"
 
 StorageName = Literal["mcap", "sqlite3"]
-ImageFormat = Literal["raw", "jpeg", "png"]
 _STORAGES: dict[str, StoragePlugin] = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-_ENCODERS = {"jpeg": ".jpg", "png": ".png"}
-_XYZ = ("x", "y", "z")
-_NS = 1_000_000_000
+_IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 # Latched, as tf2's static broadcaster publishes it, so that `ros2 bag play` serves late subscribers.
 _TF_STATIC_QOS = Qos(
     QosHistory.KEEP_LAST,
@@ -82,7 +82,6 @@ _TF_STATIC_QOS = Qos(
     QosTime(0, 0),
     False,
 )
-_BRIDGE = CvBridge()
 
 
 class RosbagError(ValueError):
@@ -106,26 +105,6 @@ class BagTopics:
         return f"{self.camera_namespace.format(camera=camera)}/camera_info"
 
 
-# Time: Frames keep float seconds, messages (sec, nanosec), bags integer nanoseconds.
-
-
-def _to_ns(seconds: float) -> int:
-    """Nanoseconds of a stamp, from its shortest decimal form: data sets give stamps in decimal micro- or
-    milliseconds (1581624663.149), which the float only approximates (...663.14899992...)."""
-    return round(Decimal(repr(float(seconds))) * _NS)
-
-
-def _to_seconds(ns: int) -> float:
-    """Seconds of a nanosecond stamp, correctly rounded (int / int), so that _to_seconds(_to_ns(s)) == s
-    for any stamp of the current epoch."""
-    return int(ns) / _NS
-
-
-def _header(ns: int, frame_id: str) -> Any:
-    stamp = _MSG["builtin_interfaces/msg/Time"](sec=ns // _NS, nanosec=ns % _NS)
-    return _MSG["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-
 def _cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
     """(stamp in ns, frame_id) of a serialised message whose first field is a std_msgs/Header.
 
@@ -136,105 +115,24 @@ def _cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
     order = "<" if raw[1] == 1 else ">"
     sec, nanosec, length = struct.unpack_from(f"{order}iII", raw, 4)
     frame_id = bytes(raw[16 : 16 + max(length - 1, 0)]).decode()
-    return sec * _NS + nanosec, frame_id
+    return sec * NS_PER_S + nanosec, frame_id
 
 
 # Writing.
 
 
-def _point_fields(channels: Sequence[str]) -> list[Any]:
-    """Packed PointFields for a frame's channels: ring as uint16 (as Velodyne drivers publish it), the rest
-    float32."""
-    fields, offset = [], 0
-    for name in channels:
-        datatype, size = (_POINT_FIELD.UINT16, 2) if name == RING else (_POINT_FIELD.FLOAT32, 4)
-        fields.append(_POINT_FIELD(name=name, offset=offset, datatype=datatype, count=1))
-        offset += size
-    return fields
+def _log_time(msg: Any) -> int:
+    """A message's header stamp in ns, which is its log time in the bag."""
+    return msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
 
 
-def _cloud_msg(header: Any, fields: list[Any], columns: Sequence[np.ndarray], is_dense: bool) -> Any:
-    """An unorganised little-endian cloud with one column per field (padding zeroed, not left random)."""
-    dtype = dtype_from_fields(fields, is_bigendian=False)
-    points = np.zeros(len(columns[0]), dtype=dtype)
-    for name, column in zip(dtype.names, columns, strict=True):
-        points[name] = column
-    return _MSG[POINT_CLOUD2](
-        header=header,
-        height=1,
-        width=len(points),
-        fields=fields,
-        is_bigendian=False,
-        point_step=dtype.itemsize,
-        row_step=dtype.itemsize * len(points),
-        data=points.view(np.uint8),
-        is_dense=is_dense,
-    )
-
-
-def _scan_msg(frame: Frame, header: Any) -> Any:
-    if RING in frame.channels:
-        ring = frame.channel(RING)
-        if not np.array_equal(ring, np.clip(np.round(ring), 0, np.iinfo(np.uint16).max)):
-            raise ValueError(
-                f"{frame.name or 'frame'}: ring: not whole numbers in 0..65535, cannot be uint16"
-            )
-    columns = [frame.points[:, k] for k in range(len(frame.channels))]
-    is_dense = not np.isnan(frame.xyz).any()
-    return _cloud_msg(header, _point_fields(frame.channels), columns, is_dense)
-
-
-def _label_cloud_msg(frame: Frame, header: Any) -> Any:
-    fields = _point_fields(_XYZ)
-    fields.append(_POINT_FIELD(name=LABEL_FIELD, offset=12, datatype=_POINT_FIELD.UINT8, count=1))
-    columns = [*frame.xyz.T, frame.labels]
-    return _cloud_msg(header, fields, columns, is_dense=not np.isnan(frame.xyz).any())
-
-
-def _image_msg(rgb: np.ndarray, header: Any, image_format: ImageFormat) -> Any:
-    if image_format == "raw":
-        height, width = rgb.shape[:2]
-        data = np.ascontiguousarray(rgb).reshape(-1)
-        return _MSG[IMAGE](
-            header=header,
-            height=height,
-            width=width,
-            encoding="rgb8",
-            is_bigendian=0,
-            step=3 * width,
-            data=data,
-        )
-    ok, encoded = cv2.imencode(_ENCODERS[image_format], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError(f"cannot encode a {rgb.shape} image as {image_format}")
-    # compressed_image_transport's format string: what was published, then what was compressed.
-    return _MSG[COMPRESSED_IMAGE](
-        header=header, format=f"rgb8; {image_format} compressed bgr8", data=encoded.reshape(-1)
-    )
-
-
-def _camera_info_msg(intrinsics: CameraIntrinsics, header: Any) -> Any:
-    roi = _MSG["sensor_msgs/msg/RegionOfInterest"](
-        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-    )
-    return _MSG[CAMERA_INFO](
-        header=header,
-        height=intrinsics.height,
-        width=intrinsics.width,
-        distortion_model=intrinsics.distortion_model,
-        d=intrinsics.D,
-        k=intrinsics.K.ravel(),
-        r=intrinsics.R.ravel(),
-        p=intrinsics.P.ravel(),
-        binning_x=0,
-        binning_y=0,
-        roi=roi,
-    )
-
-
-def _tf_static_msg(rig: Rig, ns: int) -> Any:
-    """lidar_frame -> camera frame_id for each camera. A TF transform parent -> child is the child's pose in
-    the parent frame, T_lidar_cam, which is the inverse of the calibration's T_cam_lidar."""
+def _tf_static_cdr(rig: Rig, ns: int) -> bytes:
+    """/tf_static, serialised: lidar_frame -> camera frame_id for each camera. A TF transform parent -> child
+    is the child's pose in the parent frame, T_lidar_cam, which is the inverse of the calibration's
+    T_cam_lidar."""
+    sec, nanosec = divmod(ns, NS_PER_S)
+    stamp = _MSG["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+    header = _MSG["std_msgs/msg/Header"](stamp=stamp, frame_id=rig.lidar_frame)
     transforms = []
     for camera in rig:
         T_lidar_cam = invert_transform(camera.T_cam_lidar)
@@ -246,10 +144,10 @@ def _tf_static_msg(rig: Rig, ns: int) -> Any:
         )
         transforms.append(
             _MSG["geometry_msgs/msg/TransformStamped"](
-                header=_header(ns, rig.lidar_frame), child_frame_id=camera.frame_id, transform=transform
+                header=header, child_frame_id=camera.frame_id, transform=transform
             )
         )
-    return _MSG[TF_MESSAGE](transforms=transforms)
+    return TYPESTORE.serialize_cdr(_MSG[TF_MESSAGE](transforms=transforms), TF_MESSAGE)
 
 
 def _write_frames(
@@ -263,10 +161,11 @@ def _write_frames(
             topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=qos
         )
 
-    def write(topic: str, msgtype: str, msg: Any, ns: int) -> None:
+    def write(topic: str, msgtype: str, msg: Any) -> None:
+        """An rclpy message, serialised by rclpy and logged at its header stamp."""
         if topic not in connections:
             connect(topic, msgtype)
-        writer.write(connections[topic], ns, TYPESTORE.serialize_cdr(msg, msgtype))
+        writer.write(connections[topic], _log_time(msg), serialize_message(msg))
 
     rig_layout = rig.to_dict()
     compressed = image_format != "raw"
@@ -282,26 +181,19 @@ def _write_frames(
         where = f"{writer.path}: {frame.name or 'frame'}"
         if frame.rig is not rig and frame.rig.to_dict() != rig_layout:
             raise ValueError(f"{where}: its rig differs from the first frame's; a bag holds one rig")
-        stamp = _to_ns(frame.stamp)
+        if frame.labels is not None and classes not in (None, frame.classes):
+            raise ValueError(f"{where}: labels of class set {frame.classes!r}, the bag's are {classes!r}")
+        messages = frame_to_messages(frame, image_format)
         if index == 0:  # latched calibration first, as a recording starts
-            start = min([stamp, *(_to_ns(image_stamp) for image_stamp in frame.image_stamps.values())])
-            write(TF_STATIC, TF_MESSAGE, _tf_static_msg(rig, start), start)
-        scan_header = _header(stamp, rig.lidar_frame)
-        write(topics.lidar, POINT_CLOUD2, _scan_msg(frame, scan_header), stamp)
-        if frame.labels is not None:
-            if classes not in (None, frame.classes):
-                raise ValueError(f"{where}: labels of class set {frame.classes!r}, the bag's are {classes!r}")
+            start = min(_log_time(msg) for msg in (messages.cloud, *messages.images.values()))
+            writer.write(connections[TF_STATIC], start, _tf_static_cdr(rig, start))
+        write(topics.lidar, POINT_CLOUD2, messages.cloud)
+        if messages.label_cloud is not None:
             classes = frame.classes
-            write(topics.labels, POINT_CLOUD2, _label_cloud_msg(frame, scan_header), stamp)
-        for name, rgb in frame.images.items():
-            camera = rig[name]
-            image_stamp = _to_ns(frame.image_stamps.get(name, frame.stamp))
-            header = _header(image_stamp, camera.frame_id)
-            write(
-                topics.image(name, compressed), image_type, _image_msg(rgb, header, image_format), image_stamp
-            )
-            info = _camera_info_msg(camera.intrinsics, header)
-            write(topics.camera_info(name), CAMERA_INFO, info, image_stamp)
+            write(topics.labels, POINT_CLOUD2, messages.label_cloud)
+        for name, image in messages.images.items():
+            write(topics.image(name, compressed), image_type, image)
+            write(topics.camera_info(name), CAMERA_INFO, messages.camera_infos[name])
     return classes
 
 
@@ -319,8 +211,8 @@ def write_bag(
     """
     if storage not in _STORAGES:
         raise ValueError(f"storage: {storage!r} is not one of {sorted(_STORAGES)}")
-    if image_format not in ("raw", *_ENCODERS):
-        raise ValueError(f"image_format: {image_format!r} is not one of {['raw', *_ENCODERS]}")
+    if image_format not in _IMAGE_FORMATS:
+        raise ValueError(f"image_format: {image_format!r} is not one of {list(_IMAGE_FORMATS)}")
     topics = topics or BagTopics()
     path = Path(path)
     if path.exists():
@@ -471,26 +363,26 @@ class RosbagDataset(Sequence[Frame]):
                 label_topic = sidecar.get("label_topic") if sidecar else self._discover_labels(reader)
             self.label_topic = label_topic
             self.classes = classes or sidecar.get("classes")
-            self._class_set = self._label_class_set()
+            self._check_labels()
             self.cameras = self._camera_topics(camera_topics, sidecar)
             if rig is None and (folder / RIG_FILE).is_file():
                 rig = folder / RIG_FILE
             self._index(reader, Rig.load(rig) if isinstance(rig, (str, Path)) else rig)
         self._pairs = {
-            name: _nearest(self._image_stamps[name][:, 0], self._scans[:, 0], _to_ns(max_image_offset))
+            name: _nearest(self._image_stamps[name][:, 0], self._scans[:, 0], stamp_to_ns(max_image_offset))
             for name in self.cameras
         }
 
-    def _label_class_set(self) -> ClassSet | None:
-        """The class set of the labels, or None when the bag has no label topic."""
+    def _check_labels(self) -> None:
+        """A label topic needs a known class set to read it with."""
         if self.label_topic is None:
-            return None
+            return
         self._require(self.label_topic, (POINT_CLOUD2,), "label_topic")
         if self.classes is None:
             raise RosbagError(
                 f"{self.path}: {self.label_topic}: labels but no class set; pass classes (e.g. 'rellis3d')"
             )
-        return load_class_set(self.classes)
+        load_class_set(self.classes)  # an unknown class set fails here, not at the first frame
 
     def _camera_topics(
         self, camera_topics: Mapping[str, str] | None, sidecar: dict[str, Any]
@@ -649,7 +541,7 @@ class RosbagDataset(Sequence[Frame]):
     @property
     def stamps(self) -> np.ndarray:
         """Scan stamps in seconds, in item order."""
-        return np.array([_to_seconds(stamp) for stamp in self._scans[:, 0]])
+        return np.array([ns_to_stamp(stamp) for stamp in self._scans[:, 0]])
 
     def __len__(self) -> int:
         return len(self._scans)
@@ -659,20 +551,24 @@ class RosbagDataset(Sequence[Frame]):
             raise IndexError(f"{self.path}: item {index} of {len(self)}")
         index %= len(self)
         stamp, log_time = (int(value) for value in self._scans[index])
-        images, image_stamps = {}, {}
+        images, image_stamps, labels = {}, {}, None
+        at = f"at stamp {stamp} ns"
         with _open_bag(self.path) as reader:
-            points, channels = self._read_scan(self._fetch(reader, self.lidar_topic, log_time, stamp), stamp)
+            cloud = self._fetch(reader, self.lidar_topic, log_time, stamp)
             for name, topics in self.cameras.items():
                 nearest = self._pairs[name][index]
                 if nearest >= 0:
                     image_stamp, image_log_time = (int(v) for v in self._image_stamps[name][nearest])
-                    msg = self._fetch(reader, topics.image, image_log_time, image_stamp)
-                    images[name] = self._read_image(msg, topics.image)
-                    image_stamps[name] = _to_seconds(image_stamp)
-            labels = None
-            if stamp in self._labels:
-                cloud = self._fetch(reader, self.label_topic, self._labels[stamp], stamp)
-                labels = self._read_labels(cloud, len(points), stamp)
+                    image = self._fetch(reader, topics.image, image_log_time, image_stamp)
+                    images[name], image_stamps[name] = rgb_from_image(image), ns_to_stamp(image_stamp)
+            try:
+                points, channels = points_from_cloud(cloud, f"{self.path}: {self.lidar_topic} {at}")
+                if stamp in self._labels:
+                    label_cloud = self._fetch(reader, self.label_topic, self._labels[stamp], stamp)
+                    where = f"{self.path}: {self.label_topic} {at}"
+                    labels = labels_from_cloud(label_cloud, len(points), self.classes, where)
+            except MessageError as error:
+                raise RosbagError(str(error)) from None
         return Frame(
             points=points,
             channels=channels,
@@ -680,7 +576,7 @@ class RosbagDataset(Sequence[Frame]):
             images=images,
             labels=labels,
             classes=self.classes,
-            stamp=_to_seconds(stamp),
+            stamp=ns_to_stamp(stamp),
             image_stamps=image_stamps,
             name=f"{self.path.name}/{index:06d}",
         )
@@ -692,41 +588,3 @@ class RosbagDataset(Sequence[Frame]):
             if _cdr_header(raw)[0] == stamp:
                 return TYPESTORE.deserialize_cdr(raw, connection.msgtype)
         raise RosbagError(f"{self.path}: {topic}: the message stamped {stamp} ns is gone since indexing")
-
-    def _read_scan(self, cloud: Any, stamp: int) -> tuple[np.ndarray, tuple[str, ...]]:
-        """(N, C) float32 points: x, y, z, then the cloud's other fields in its order."""
-        structured = read_points(cloud)
-        names = structured.dtype.names
-        if not set(_XYZ) <= set(names):
-            raise RosbagError(
-                f"{self.path}: {self.lidar_topic} at stamp {stamp} ns: fields {names} lack x, y, z"
-            )
-        channels = (*_XYZ, *(name for name in names if name not in _XYZ))
-        points = np.empty((len(structured), len(channels)), dtype=np.float32)
-        for k, name in enumerate(channels):
-            points[:, k] = structured[name]
-        return points, channels
-
-    def _read_image(self, msg: Any, topic: str) -> np.ndarray:
-        if self._types[topic] == COMPRESSED_IMAGE:
-            return _BRIDGE.compressed_imgmsg_to_cv2(msg, "rgb8")
-        rgb = _BRIDGE.imgmsg_to_cv2(msg, "rgb8")
-        return rgb if rgb.flags.writeable else rgb.copy()  # a view on the bag's read-only buffer otherwise
-
-    def _read_labels(self, cloud: Any, num_points: int, stamp: int) -> np.ndarray:
-        where = f"{self.path}: {self.label_topic} at stamp {stamp} ns"
-        field_names = [field.name for field in cloud.fields]
-        if LABEL_FIELD not in field_names:
-            raise RosbagError(f"{where}: no {LABEL_FIELD!r} field (fields: {field_names})")
-        ids = read_points(cloud, [LABEL_FIELD])[LABEL_FIELD]
-        if len(ids) != num_points:
-            raise RosbagError(f"{where}: {len(ids)} labels for the {num_points} points of {self.lidar_topic}")
-        class_set = self._class_set
-        known = (ids == IGNORE_INDEX) | ((ids >= 0) & (ids < class_set.num_classes))
-        if not known.all():
-            unknown = np.unique(ids[~known])[:10].tolist()
-            raise RosbagError(
-                f"{where}: label id(s) {unknown} are not training ids of class set {class_set.name!r} "
-                f"(0..{class_set.num_classes - 1}, {IGNORE_INDEX} = ignore)"
-            )
-        return ids.astype(np.uint8)

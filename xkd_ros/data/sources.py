@@ -1,0 +1,54 @@
+"""`open_frames`: any supported data set, recording or sample as a sequence of Frames, by what the path holds.
+
+Training, evaluation and the demo read frames through this one call; each reader stays usable on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xkd_ros.data.frame import Frame
+
+FORMATS = """\
+  synthetic split      <dir>/split.yaml                      (xkd-synth)
+  nuScenes             <dir>/v1.0-*/sample.json               (+ lidarseg)
+  SemanticKITTI/KITTI  <dir>/sequences/<seq>/velodyne/*.bin
+  rosbag2              <dir>/metadata.yaml, or a .mcap / .db3 file
+  nuScenes keyframe    <dir>/info.json                        (mmdetection3d export)
+  RELLIS-3D frame      <dir>/transforms.yaml + camera_info.txt"""
+
+
+def open_frames(path: str | Path, **options: Any) -> Sequence[Frame]:
+    """The frames at `path`; `options` go to the reader (e.g. split="val", version="v1.0-trainval",
+    sequences=["08"], lidar_topic="/points")."""
+    path = Path(path)
+    if (path / "split.yaml").is_file():
+        from xkd_ros.data.synthetic import SyntheticDataset  # needs the `data` extra (trimesh, embreex)
+
+        return SyntheticDataset(path, **options)
+    if any(path.glob("v1.0-*/sample.json")):
+        from xkd_ros.data.nuscenes import NuScenesDataset
+
+        if "version" not in options:
+            options["version"] = sorted(p.parent.name for p in path.glob("v1.0-*/sample.json"))[0]
+        return NuScenesDataset(path, **options)
+    if (path / "sequences").is_dir():
+        from xkd_ros.data.semantickitti import SemanticKittiDataset
+
+        return SemanticKittiDataset(path, **options)
+    if (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3"):
+        from xkd_ros.data.rosbag import RosbagDataset
+
+        return RosbagDataset(path, **options)
+    if (path / "info.json").is_file():
+        from xkd_ros.data.nuscenes import load_keyframe
+
+        return [load_keyframe(path, **options)]
+    if (path / "transforms.yaml").is_file() and (path / "camera_info.txt").is_file():
+        from xkd_ros.data.rellis3d import load_rellis3d_frame
+
+        return [load_rellis3d_frame(path, **options)]
+    what = "does not exist" if not path.exists() else "holds no data set xkd_ros reads"
+    raise FileNotFoundError(f"{path}: {what}. Readable layouts:\n{FORMATS}")
