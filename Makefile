@@ -25,7 +25,8 @@ test: lint
 	$(PYTHON) -m pytest
 
 bench: $(STAMP)
-	$(PYTHON) bench/bench_foundation.py
+	$(PYTHON) bench/bench_foundation.py --json out/bench/foundation.json
+	$(PYTHON) bench/bench_synthetic.py --seed 5 --json out/bench/synthetic.json
 
 clean:
 	rm -rf $(VENV) build install log out

@@ -62,6 +62,7 @@ setup(
     entry_points={
         "console_scripts": [
             "xkd-demo = xkd_ros.demo:main",
+            "xkd-synth = xkd_ros.data.synthetic.generator:main",
         ],
     },
 )

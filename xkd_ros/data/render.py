@@ -34,9 +34,11 @@ def paint_points(bgr: np.ndarray, uv: np.ndarray, rgb: np.ndarray, radius: int =
 
 
 def label_text(image: np.ndarray, text: str, origin: tuple[int, int] = (8, 24), scale: float = 0.7) -> None:
-    """White text outlined in black: legible on sky and road alike."""
-    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+    """White text on a dark box: legible on sky and road alike."""
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    image[max(y - height - 4, 0) : y + baseline + 2, max(x - 4, 0) : x + width + 4] //= 3
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def render_cameras(

@@ -1,0 +1,302 @@
+"""The generator's configuration: config/synthetic.yaml, optionally overlaid by a user file or a dict.
+
+Every value is checked once here, so that a typo in a YAML file fails at start-up naming its key rather than
+as a KeyError deep in a worker process.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, invert_transform
+from xkd_ros.paths import config_path
+
+Range = tuple[float, float]
+LIDAR_FRAME = "lidar"
+
+
+@dataclass(frozen=True)
+class LidarConfig:
+    beams: int
+    elevation_deg: Range
+    azimuth_steps: int
+    rate_hz: float
+    start_azimuth_deg: float
+    clockwise: bool
+    height_m: float
+    min_range_m: float
+    max_range_m: float
+    range_noise_m: float
+    dropout: float
+    weak_return: float
+    deskew: bool
+
+    @property
+    def sweep_s(self) -> float:
+        return 1.0 / self.rate_hz
+
+    def azimuth_at(self, seconds: np.ndarray | float) -> np.ndarray | float:
+        """Beam azimuth (radians, counter-clockwise from x) at `seconds` since the sweep start."""
+        turned = 2 * np.pi * np.asarray(seconds) / self.sweep_s
+        return np.deg2rad(self.start_azimuth_deg) + (-turned if self.clockwise else turned)
+
+    def time_at(self, azimuth_deg: float) -> float:
+        """Seconds into the sweep at which the beam passes `azimuth_deg` (where a camera is triggered)."""
+        turn = (
+            (self.start_azimuth_deg - azimuth_deg)
+            if self.clockwise
+            else (azimuth_deg - self.start_azimuth_deg)
+        )
+        return (turn % 360.0) / 360.0 * self.sweep_s
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    name: str
+    yaw_deg: float
+    position: tuple[float, float, float]
+    width: int
+    height: int
+    hfov_deg: float
+    pitch_deg: float
+    noise_std: float
+    exposure: Range
+    shadows: bool
+
+    def calibration(self) -> CameraCalibration:
+        """Pinhole intrinsics from the horizontal field of view and T_cam_lidar from yaw, pitch, position."""
+        focal = self.width / 2 / np.tan(np.deg2rad(self.hfov_deg) / 2)
+        K = [[focal, 0, (self.width - 1) / 2], [0, focal, (self.height - 1) / 2], [0, 0, 1]]
+        yaw, pitch = np.deg2rad(self.yaw_deg), np.deg2rad(self.pitch_deg)
+        forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), -np.sin(pitch)])
+        right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
+        down = np.cross(forward, right)
+        T_lidar_cam = np.eye(4)
+        T_lidar_cam[:3, :3] = np.column_stack([right, down, forward])
+        T_lidar_cam[:3, 3] = self.position
+        intrinsics = CameraIntrinsics(width=self.width, height=self.height, K=K)
+        return CameraCalibration(self.name, intrinsics, invert_transform(T_lidar_cam), self.name)
+
+
+@dataclass(frozen=True)
+class EgoConfig:
+    speed_mps: Range
+    weave_m: Range
+    weave_period_s: Range
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    frames_per_scene: int
+    frame_interval_s: float
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    margin_m: float
+    lanes_per_direction: tuple[int, int]
+    lane_width_m: Range
+    parking_lane: float
+    parking_width_m: Range
+    tree_lawn: float
+    tree_lawn_width_m: Range
+    sidewalk_width_m: Range
+    curb_height_m: Range
+    yard_depth_m: Range
+    building_width_m: Range
+    building_depth_m: Range
+    building_height_m: Range
+    building_gap: float
+    fence: float
+    spacing_m: dict[str, Range]
+    vehicle_mix: dict[str, float]
+    parked_mix: dict[str, float]
+    crosswalks: tuple[int, int]
+    sun_elevation_deg: Range
+
+
+SPACING_KINDS = (
+    "street_tree",
+    "yard_tree",
+    "bush",
+    "street_lamp",
+    "sign",
+    "post",
+    "pedestrian",
+    "vehicle",
+    "parked",
+    "cyclist",
+)
+VEHICLE_KINDS = ("car", "truck", "bus")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The whole configuration; `as_dict()` is what split.yaml records and `load_config` reads back."""
+
+    lidar: LidarConfig
+    camera_defaults: dict
+    cameras: tuple[CameraConfig, ...]
+    ego: EgoConfig
+    sequence: SequenceConfig
+    scene: SceneConfig
+
+    def rig(self) -> Rig:
+        """The static mounting calibration of the cameras against the LiDAR."""
+        return Rig.from_cameras([camera.calibration() for camera in self.cameras], LIDAR_FRAME)
+
+    def as_dict(self) -> dict:
+        data = {
+            "lidar": dataclasses.asdict(self.lidar),
+            "camera": dict(self.camera_defaults),
+            "cameras": [dataclasses.asdict(camera) for camera in self.cameras],
+            "ego": dataclasses.asdict(self.ego),
+            "sequence": dataclasses.asdict(self.sequence),
+            "scene": dataclasses.asdict(self.scene),
+        }
+        return as_plain(data)
+
+
+def as_plain(value: object) -> object:
+    """Tuples to lists, recursively: what yaml.safe_dump writes without tags."""
+    if isinstance(value, dict):
+        return {key: as_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_plain(item) for item in value]
+    return value
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """`overlay` over `base`, recursing into mappings; lists (the cameras) are replaced whole."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def convert(value: object, kind: object, key: str) -> object:
+    """`value` as the annotated type `kind` (int, float, bool, str, fixed tuples, dicts), or ValueError."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(arguments):
+            raise ValueError(f"{key}: expected a list of {len(arguments)} values, got {value!r}")
+        converted = tuple(
+            convert(item, arg, f"{key}[{i}]")
+            for i, (item, arg) in enumerate(zip(value, arguments, strict=True))
+        )
+        if kind in (Range, tuple[int, int]) and converted[0] > converted[1]:
+            raise ValueError(f"{key}: range [{converted[0]}, {converted[1]}] is empty")
+        return converted
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return {str(name): convert(item, arguments[1], f"{key}.{name}") for name, item in value.items()}
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind is int and value != int(value))
+        ):
+            raise ValueError(
+                f"{key}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}"
+            )
+        return kind(value)
+    if kind is str:
+        return str(value)
+    raise TypeError(f"{key}: unsupported annotation {kind}")  # pragma: no cover - a programming error
+
+
+def build(cls: type, data: object, key: str) -> object:
+    """Dataclass `cls` from the mapping `data`; missing and unknown keys are errors naming `key`."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{key}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    missing = [name for name in names if name not in data]
+    if unknown or missing:
+        raise ValueError(f"{key}: unknown keys {unknown}, missing keys {missing}")
+    return cls(**{name: convert(data[name], hints[name], f"{key}.{name}") for name in names})
+
+
+def from_dict(data: dict, source: str = "config") -> SyntheticConfig:
+    """A checked config from a complete mapping (the defaults merged with any overlay)."""
+    try:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
+        defaults = data.get("camera", {})
+        cameras = data.get("cameras")
+        if not isinstance(cameras, list) or not cameras or not all(isinstance(c, dict) for c in cameras):
+            raise ValueError("cameras: expected a non-empty list of mappings")
+        built_cameras = tuple(
+            build(CameraConfig, {**defaults, **camera}, f"cameras[{i}]") for i, camera in enumerate(cameras)
+        )
+        if len({camera.name for camera in built_cameras}) != len(built_cameras):
+            raise ValueError("cameras: names must be unique")
+        scene = build(SceneConfig, data.get("scene"), "scene")
+        if set(scene.spacing_m) != set(SPACING_KINDS):
+            raise ValueError(f"scene.spacing_m: expected the kinds {list(SPACING_KINDS)}")
+        for mix in ("vehicle_mix", "parked_mix"):
+            weights = getattr(scene, mix)
+            if not set(weights) <= set(VEHICLE_KINDS) or sum(weights.values()) <= 0:
+                raise ValueError(f"scene.{mix}: expected positive weights of {list(VEHICLE_KINDS)}")
+        config = SyntheticConfig(
+            lidar=build(LidarConfig, data.get("lidar"), "lidar"),
+            camera_defaults=dict(defaults),
+            cameras=built_cameras,
+            ego=build(EgoConfig, data.get("ego"), "ego"),
+            sequence=build(SequenceConfig, data.get("sequence"), "sequence"),
+            scene=scene,
+        )
+        if config.sequence.frames_per_scene < 1 or config.lidar.beams < 1 or config.lidar.azimuth_steps < 1:
+            raise ValueError("frames_per_scene, beams and azimuth_steps must be positive")
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SyntheticConfig:
+    """config/synthetic.yaml, overlaid by the YAML file `path` (partial files are fine) and `overrides`."""
+    default_path = config_path("synthetic.yaml")
+    data = yaml.safe_load(default_path.read_text())
+    source = str(default_path)
+    if path is not None and Path(path).resolve() != default_path.resolve():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            overlay = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(overlay, dict):
+            raise ValueError(f"{path}: expected a mapping")
+        data, source = merge(data, overlay), str(path)
+    if overrides:
+        data = merge(data, overrides)
+    return from_dict(data, source)
+
+
+__all__ = [
+    "CameraConfig",
+    "EgoConfig",
+    "LidarConfig",
+    "SceneConfig",
+    "SequenceConfig",
+    "SyntheticConfig",
+    "from_dict",
+    "load_config",
+]
