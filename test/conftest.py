@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 DATA = Path(__file__).parent / "data"
@@ -28,3 +29,19 @@ def rellis_frame():
     from xkd_ros.data import load_rellis3d_frame
 
     return load_rellis3d_frame(DATA / "rellis3d_000104")
+
+
+def assert_rigs_close(read, original, atol: float = 0.0) -> None:
+    """Same cameras, frames, sizes and lens models; K, D and T_cam_lidar equal within `atol`."""
+    assert read.names == original.names
+    assert read.lidar_frame == original.lidar_frame
+    for a, b in zip(read, original, strict=True):
+        assert (a.frame_id, a.intrinsics.width, a.intrinsics.height) == (
+            b.frame_id,
+            b.intrinsics.width,
+            b.intrinsics.height,
+        )
+        assert a.intrinsics.distortion_model == b.intrinsics.distortion_model
+        np.testing.assert_allclose(a.intrinsics.K, b.intrinsics.K, rtol=0, atol=atol)
+        np.testing.assert_allclose(a.intrinsics.D, b.intrinsics.D, rtol=0, atol=atol)
+        np.testing.assert_allclose(a.T_cam_lidar, b.T_cam_lidar, rtol=0, atol=atol)

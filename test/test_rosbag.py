@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import yaml
+from conftest import assert_rigs_close
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -44,21 +45,6 @@ def assert_frames_equal(read: Frame, original: Frame, exact_images: bool = True)
     else:
         np.testing.assert_array_equal(read.labels, original.labels)
         assert read.classes == original.classes
-
-
-def assert_rigs_close(read: Rig, original: Rig, atol: float = 0.0) -> None:
-    assert read.names == original.names
-    assert read.lidar_frame == original.lidar_frame
-    for a, b in zip(read, original, strict=True):
-        assert (a.frame_id, a.intrinsics.width, a.intrinsics.height) == (
-            b.frame_id,
-            b.intrinsics.width,
-            b.intrinsics.height,
-        )
-        assert a.intrinsics.distortion_model == b.intrinsics.distortion_model
-        np.testing.assert_allclose(a.intrinsics.K, b.intrinsics.K, rtol=0, atol=atol)
-        np.testing.assert_allclose(a.intrinsics.D, b.intrinsics.D, rtol=0, atol=atol)
-        np.testing.assert_allclose(a.T_cam_lidar, b.T_cam_lidar, rtol=0, atol=atol)
 
 
 @pytest.fixture(scope="module")
