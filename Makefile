@@ -11,7 +11,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(STAMP): setup.py constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -q pip==25.3
-	$(PYTHON) -m pip install -q -e '.[ros,data,test]'
+	$(PYTHON) -m pip install -q -e '.[ros,data,train,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -63,6 +63,8 @@ setup(
         "console_scripts": [
             "xkd-demo = xkd_ros.demo:main",
             "xkd-synth = xkd_ros.data.synthetic.generator:main",
+            "xkd-train = xkd_ros.train.cli:main",
+            "xkd-export = xkd_ros.export:main",
         ],
     },
 )

@@ -1,0 +1,242 @@
+"""The network: config, shapes, per-frame sampling, fusion masking, pretrained loading and ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from xkd_ros.model import (  # noqa: E402  (after the skip: torch is the optional `train` extra)
+    FusionModel,
+    ImageEncoder,
+    LidarOnlyModel,
+    ModelConfig,
+    SegmentationExport,
+    ViewFusion,
+    build_model,
+    export_onnx,
+    gather_pixels,
+    sample_views,
+)
+
+TINY = {
+    "num_classes": 5,
+    "num_cameras": 2,
+    "range_widths": [4, 8, 8],
+    "range_strides": [[1, 2], [2, 2]],
+    "point_width": 4,
+    "feature_dim": 8,
+    "image_widths": [4, 4, 8, 8],
+    "image_blocks": [1, 1, 1],
+    "image_feature_dim": 4,
+    "embedding_dim": 6,
+}
+RANGE_SIZE, IMAGE_SIZE = (8, 64), (32, 48)
+
+
+def tiny_config(**changes) -> ModelConfig:
+    return ModelConfig.from_dict({**TINY, **changes})
+
+
+def make_inputs(config: ModelConfig, point_counts: list[int], seed: int = 0) -> dict:
+    """Random inputs in xkd_ros.preprocess layout for frames of the given point counts."""
+    generator = torch.Generator().manual_seed(seed)
+    frames, cameras, points = len(point_counts), config.num_cameras, sum(point_counts)
+    (height, width), (image_height, image_width) = RANGE_SIZE, IMAGE_SIZE
+    batch = torch.repeat_interleave(torch.arange(frames), torch.tensor(point_counts))
+    inputs = {
+        "range_image": torch.rand(frames, 6, height, width, generator=generator) * 40,
+        "point_features": torch.rand(points, 5, generator=generator) * 40,
+        "point_index": torch.stack(
+            [
+                batch,
+                torch.randint(0, height, (points,), generator=generator),
+                torch.randint(0, width, (points,), generator=generator),
+            ],
+            dim=1,
+        ),
+        "images": torch.randn(frames * cameras, 3, image_height, image_width, generator=generator),
+        "point_uv": torch.rand(points, cameras, 2, generator=generator) * 2.4 - 1.2,
+        "point_visible": (torch.rand(points, cameras, generator=generator) < 0.5).float(),
+    }
+    if frames > 1:
+        inputs["point_batch_sizes"] = torch.tensor(point_counts)
+    return inputs
+
+
+def one_frame(inputs: dict) -> dict:
+    """A one-frame batch as xkd_ros.preprocess gives a single frame: no batch axis or batch column."""
+    return {**inputs, "range_image": inputs["range_image"][0], "point_index": inputs["point_index"][:, 1:]}
+
+
+def test_config_round_trip_and_errors():
+    config = tiny_config(fusion="attention")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert isinstance(config.to_dict()["range_strides"][0], list)
+    with pytest.raises(ValueError, match=r"unknown keys \['depth', 'widht'\]"):
+        ModelConfig.from_dict({"widht": 3, "depth": 2})
+    with pytest.raises(ValueError, match="fusion 'sum'"):
+        ModelConfig(fusion="sum")
+    with pytest.raises(ValueError, match="range_strides has 1 entries"):
+        ModelConfig(range_strides=((1, 2),))
+    with pytest.raises(ValueError, match="feature_dim must be >= 1"):
+        ModelConfig(feature_dim=0)
+
+
+@pytest.mark.parametrize("fusion", ["gated", "attention"])
+def test_fusion_forward_shapes_and_embeddings(fusion):
+    torch.manual_seed(0)
+    config = tiny_config(fusion=fusion)
+    model = build_model(config)
+    assert isinstance(model, FusionModel)
+    inputs = make_inputs(config, [30, 20])
+    outputs = model(inputs)
+    assert set(outputs) == {"fused_logits", "lidar_logits"}
+    assert outputs["fused_logits"].shape == outputs["lidar_logits"].shape == (50, 5)
+    outputs = model(inputs, embeddings=True)
+    assert outputs["point_embedding"].shape == (50, 6)
+    assert outputs["pixel_embedding"].shape == (50, 2, 6)
+    norms = torch.linalg.vector_norm(outputs["pixel_embedding"], dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    loss = sum(value.square().mean() for value in outputs.values())
+    loss.backward()
+    for branch in (model.range_branch, model.image_branch, model.fusion):
+        assert all(p.grad is not None for p in branch.parameters())
+
+
+def test_batch_needs_point_batch_sizes_and_matching_images():
+    config = tiny_config()
+    model = build_model(config)
+    inputs = make_inputs(config, [10, 10])
+    with pytest.raises(ValueError, match="point_batch_sizes"):
+        model({key: value for key, value in inputs.items() if key != "point_batch_sizes"})
+    with pytest.raises(ValueError, match="3 rows and point_uv 2 cameras for 2 frames"):
+        model({**inputs, "images": inputs["images"][:3]})
+    with pytest.raises(ValueError, match="point_batch_sizes has 3 entries for 2 frames"):
+        model({**inputs, "point_batch_sizes": torch.tensor([10, 5, 5])})
+
+
+def test_lidar_only_model_is_the_fusion_models_student():
+    config = tiny_config(use_images=False)
+    model = build_model(config)
+    assert isinstance(model, LidarOnlyModel)
+    assert not any(name.startswith("image_branch") for name in model.state_dict())
+    fusion = build_model(tiny_config())
+    missing, _ = model.load_state_dict(fusion.state_dict(), strict=False)
+    assert missing == []
+    inputs = make_inputs(config, [12])
+    model.eval(), fusion.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs)["lidar_logits"], fusion(inputs)["lidar_logits"])
+
+
+def test_gather_pixels_reads_each_points_pixel():
+    feature_map = torch.randn(2, 3, 4, 5)
+    point_index = torch.tensor([[0, 0, 0], [1, 3, 4], [1, 2, 1], [0, 3, 2]])
+    expected = torch.stack([feature_map[b, :, r, c] for b, r, c in point_index.tolist()])
+    torch.testing.assert_close(gather_pixels(feature_map, point_index), expected)
+
+
+def test_sample_views_uses_each_frames_own_cameras():
+    # frame 0's two cameras hold 1 and 2 everywhere, frame 1's hold 3 and 4
+    image_features = torch.arange(1.0, 5.0).view(4, 1, 1, 1).expand(4, 2, 6, 8)
+    point_uv = torch.zeros(5, 2, 2)  # the image centre
+    sampled = sample_views(image_features, point_uv, [2, 3])
+    assert sampled.shape == (5, 2, 2)
+    expected = torch.tensor([[1.0, 2.0]] * 2 + [[3.0, 4.0]] * 3)
+    torch.testing.assert_close(sampled[:, :, 0], expected)
+    beyond_edge = sample_views(image_features[:2], torch.full((1, 2, 2), 1.05), None)
+    torch.testing.assert_close(
+        beyond_edge[0, :, 0], torch.tensor([1.0, 2.0])
+    )  # border padding: the edge value
+
+
+@pytest.mark.parametrize("fusion", ["gated", "attention"])
+def test_view_fusion_keeps_unseen_points_and_ignores_invisible_views(fusion):
+    torch.manual_seed(0)
+    config = tiny_config(fusion=fusion)
+    fusion_module = ViewFusion(config).eval()
+    f3 = torch.randn(4, config.feature_dim)
+    views = torch.randn(4, 2, config.image_feature_dim)
+    visible = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    fused = fusion_module(f3, views, visible)
+    torch.testing.assert_close(fused[0], f3[0])
+    assert not torch.allclose(fused[1:], f3[1:])
+    changed = views.clone()
+    changed[1, 1] += 100.0  # a view that does not see point 1
+    torch.testing.assert_close(fusion_module(f3, changed, visible)[1], fused[1])
+
+
+def test_load_pretrained_resnet_layout(tmp_path):
+    resnet = tiny_config(image_widths=[8, 8, 16, 32], image_blocks=[2, 2, 2], image_stem_kernel=7)
+    source = ImageEncoder(resnet)
+    weights = {f"module.{key}": value for key, value in source.state_dict().items()}
+    weights["module.fc.weight"] = torch.zeros(10, 32)
+    torch.save({"state_dict": weights}, tmp_path / "resnet.pth")
+
+    target = ImageEncoder(resnet)
+    report = target.load_pretrained(tmp_path / "resnet.pth")
+    assert report.shape_mismatches == report.missing == ()
+    assert report.unused == ("fc.weight",)
+    torch.testing.assert_close(target.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+
+    shallower = ImageEncoder(tiny_config(image_widths=[8, 8, 16, 32]))  # 3x3 stem, one block per layer
+    report = shallower.load_pretrained(tmp_path / "resnet.pth")
+    assert report.shape_mismatches == ("conv1.weight: file (8, 3, 7, 7) vs encoder (8, 3, 3, 3)",)
+    assert "layer1.0.conv2.weight" in report.loaded
+    assert "layer1.1.conv1.weight" in report.unused
+    assert "loaded" in str(report)
+    torch.save({"other": torch.zeros(3)}, tmp_path / "foreign.pth")
+    with pytest.raises(ValueError, match="no tensor fits"):
+        shallower.load_pretrained(tmp_path / "foreign.pth")
+
+
+def test_segmentation_export_picks_the_head_by_visibility():
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = build_model(config).eval()
+    wrapper = SegmentationExport(model).eval()
+    inputs = one_frame(make_inputs(config, [40]))
+    with torch.no_grad():
+        label, confidence, fused_logits, lidar_logits = wrapper(
+            *(inputs[name] for name in wrapper.input_names)
+        )
+    seen = inputs["point_visible"].amax(dim=1) > 0
+    assert 0 < seen.sum() < len(seen)
+    expected = torch.where(seen[:, None], fused_logits.softmax(1), lidar_logits.softmax(1)).max(dim=1)
+    torch.testing.assert_close(confidence, expected.values)
+    assert label.dtype == torch.int64
+    assert torch.equal(label, expected.indices)
+
+
+@pytest.mark.parametrize("use_images", [True, False])
+def test_onnx_export_matches_torch_for_any_point_count(tmp_path, use_images):
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    config = tiny_config(use_images=use_images)
+    model = build_model(config)
+    with torch.no_grad():  # realistic BatchNorm statistics instead of the initial (0, 1)
+        model.train()(make_inputs(config, [60], seed=1))
+    path = export_onnx(model, one_frame(make_inputs(config, [50], seed=2)), tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapper = SegmentationExport(model).eval()
+    assert [i.name for i in session.get_inputs()] == list(wrapper.input_names)
+    assert [o.name for o in session.get_outputs()] == list(wrapper.output_names)
+    for points in (37, 301):
+        inputs = one_frame(make_inputs(config, [points], seed=points))
+        outputs = session.run(None, {name: inputs[name].numpy() for name in wrapper.input_names})
+        with torch.no_grad():
+            expected = wrapper(*(inputs[name] for name in wrapper.input_names))
+        assert outputs[0].shape == (points,)
+        assert outputs[0].dtype == np.int64
+        for name, got, want in zip(wrapper.output_names[1:], outputs[1:], expected[1:], strict=True):
+            assert np.abs(got - want.numpy()).max() < 1e-3, name
+        probabilities = expected[-1].softmax(1)
+        if use_images:
+            seen = inputs["point_visible"].amax(dim=1, keepdim=True) > 0
+            probabilities = torch.where(seen, expected[2].softmax(1), probabilities)
+        top2 = probabilities.topk(2).values  # labels agree wherever the choice is not a near-tie
+        clear = (top2[:, 0] - top2[:, 1] > 1e-4).numpy()
+        assert np.array_equal(outputs[0][clear], expected[0].numpy()[clear])

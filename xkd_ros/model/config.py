@@ -1,0 +1,97 @@
+"""The network's hyper-parameters in one dataclass, stored in checkpoints as a plain dict."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+FUSION_KINDS = ("gated", "attention")
+RANGE_CHANNELS = 6  # range, x, y, z, intensity, valid (xkd_ros.preprocess)
+POINT_CHANNELS = 5  # x, y, z, intensity, range
+_POSITIVE_FIELDS = (
+    "num_classes",
+    "num_cameras",
+    "range_widths",
+    "range_blocks",
+    "point_width",
+    "feature_dim",
+    "image_widths",
+    "image_blocks",
+    "image_feature_dim",
+    "embedding_dim",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Widths and choices of the fusion network; the defaults fit a 2-core CPU budget.
+
+    Inputs are not rescaled here: the range and point branches start with a BatchNorm, so raw metres and
+    either intensity convention (0..255 or 0..1) train without per-dataset constants.
+    A ResNet-18 compatible image encoder (for `ImageEncoder.load_pretrained`) is
+    image_widths=(64, 64, 128, 256), image_blocks=(2, 2, 2), image_stem_kernel=7; ResNet-34 has
+    image_blocks=(3, 4, 6).
+    """
+
+    num_classes: int = 20
+    num_cameras: int = 6
+    use_images: bool = True  # False: the LiDAR-only baseline (same 3D branch and head, no image branch)
+    # 3D branch: range-view CNN (stem width, then one width and (row, col) stride per stage) + point MLP
+    range_widths: tuple[int, ...] = (24, 48, 96, 128)
+    range_strides: tuple[tuple[int, int], ...] = ((1, 2), (2, 2), (2, 2))
+    range_blocks: int = 1
+    point_width: int = 32
+    feature_dim: int = 64  # D: per-point 3D feature, fused feature
+    # 2D branch: ResNet-like encoder (stem width, then layer1..layer3 at strides 4, 8, 16) + top-down decoder
+    image_widths: tuple[int, int, int, int] = (24, 32, 64, 128)
+    image_blocks: tuple[int, int, int] = (1, 1, 1)
+    image_stem_kernel: int = 3
+    image_output_stride: int = 4  # 4 or 8
+    image_feature_dim: int = 32  # C: sampled 2D feature per view (the N x M x C samples dominate time)
+    # fusion and contrastive projection
+    fusion: str = "gated"
+    embedding_dim: int = 64
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.fusion not in FUSION_KINDS:
+            problems.append(f"fusion {self.fusion!r} is not one of {FUSION_KINDS}")
+        if self.image_output_stride not in (4, 8):
+            problems.append(f"image_output_stride must be 4 or 8, got {self.image_output_stride}")
+        if len(self.range_strides) != len(self.range_widths) - 1:
+            problems.append(
+                f"range_strides has {len(self.range_strides)} entries; range_widths "
+                f"{self.range_widths} needs {len(self.range_widths) - 1} (one per stage after the stem)"
+            )
+        if len(self.image_widths) != 4 or len(self.image_blocks) != 3:
+            problems.append("image_widths needs 4 entries (stem, layer1..3) and image_blocks 3")
+        if self.image_stem_kernel % 2 == 0:
+            problems.append(f"image_stem_kernel must be odd, got {self.image_stem_kernel}")
+        for name in _POSITIVE_FIELDS:
+            value = getattr(self, name)
+            if min(value if isinstance(value, tuple) else (value,)) < 1:
+                problems.append(f"{name} must be >= 1 everywhere, got {value}")
+        if problems:
+            raise ValueError("ModelConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """From a checkpoint or YAML dict (lists become tuples); unknown keys are an error naming them."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown keys {unknown} (known: {sorted(fields)})")
+        return cls(**{key: _as_tuples(value) for key, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (tuples as lists), safe for YAML and torch.load(weights_only=True)."""
+        return {key: _as_lists(value) for key, value in dataclasses.asdict(self).items()}
+
+
+def _as_tuples(value: Any) -> Any:
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, list | tuple) else value
+
+
+def _as_lists(value: Any) -> Any:
+    return [_as_lists(item) for item in value] if isinstance(value, list | tuple) else value

@@ -1,0 +1,300 @@
+"""A small plain trainer: stage 1 contrastive pretraining, stage 2 few-label segmentation with distillation.
+
+One loop for both stages; state (stage, step, model, optimiser, RNG) is checkpointed atomically every
+`checkpoint_every` steps, and a run started again resumes where it stopped. Multi-process data parallel
+through torchrun (DistributedDataParallel, gloo on CPU): rank 0 logs, validates and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from xkd_ros.data import load_class_set, open_frames
+from xkd_ros.metrics import confusion_matrix, iou_per_class, mean_iou
+from xkd_ros.model import ModelConfig, build_model
+from xkd_ros.preprocess import PreprocessConfig
+from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
+from xkd_ros.train.data import PreparedFrames, collate, labelled_subset
+from xkd_ros.train.experiment import ExperimentConfig
+from xkd_ros.train.losses import distillation_loss, info_nce, segmentation_loss
+
+STAGES = ("pretrain", "finetune")
+CHECKPOINT = "checkpoint.pt"  # the latest state, for resuming
+BEST = "best.pt"  # the weights with the best validation mIoU (deployed head)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _endless(loader: DataLoader, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+class Trainer:
+    """Trains `config` into `out_dir`: checkpoint.pt, best.pt, log.csv, metrics.json, config.yaml."""
+
+    def __init__(self, config: ExperimentConfig, out_dir: str | Path) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)  # weights and sampling; numpy draws use seeded Generators
+        self.preprocess = PreprocessConfig.from_dict(config.preprocess, "preprocess")
+        train_frames = open_frames(config.data.root, **config.data.train)
+        val_frames = open_frames(config.data.root, **config.data.val)
+        if config.data.max_train_frames:
+            train_frames = train_frames[: config.data.max_train_frames]
+        if config.data.max_val_frames:
+            val_frames = val_frames[: config.data.max_val_frames]
+        classes = {frame.classes for frame in (train_frames[0], val_frames[0])}
+        if len(classes) != 1 or None in classes:
+            raise ValueError(
+                f"{config.data.root}: train and val frames need labels of one class set, got {classes}"
+            )
+        self.class_set = load_class_set(classes.pop())
+        labelled = labelled_subset(len(train_frames), config.data.label_fraction, config.seed)
+        self.train_data = PreparedFrames(train_frames, self.preprocess, labelled)
+        self.val_data = PreparedFrames(val_frames, self.preprocess)
+        model_values = {
+            **config.model,
+            "num_classes": self.class_set.num_classes,
+            "num_cameras": len(self.preprocess.cameras),
+        }
+        self.model_config = ModelConfig.from_dict(model_values)
+        self.model = build_model(self.model_config)
+        self.network: nn.Module = self.model
+        if dist.is_initialized():
+            self.network = DistributedDataParallel(self.model, find_unused_parameters=True)
+        self.stage, self.step, self.best_miou = STAGES[0], 0, -1.0
+        self.optimizer = self._optimizer(self.stage)
+        self.history: list[dict[str, Any]] = []
+
+    # ---- stages ---------------------------------------------------------------------------------------
+    def _stage_config(self, stage: str) -> Any:
+        return self.config.pretrain if stage == "pretrain" else self.config.finetune
+
+    def _stage_steps(self, stage: str) -> int:
+        if stage == "pretrain" and not self.model_config.use_images:
+            return 0  # nothing to align without cameras: the LiDAR-only baseline starts at fine-tuning
+        return self._stage_config(stage).steps
+
+    def _optimizer(self, stage: str) -> torch.optim.Optimizer:
+        stage_config = self._stage_config(stage)
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=stage_config.lr, weight_decay=stage_config.weight_decay
+        )
+
+    def _loader(self, stage: str) -> DataLoader:
+        data = self.train_data
+        if stage == "finetune":
+            data = torch.utils.data.Subset(data, np.flatnonzero(data.labelled).tolist())
+        generator = torch.Generator().manual_seed(self.config.seed + STAGES.index(stage))
+        sampler = DistributedSampler(data, seed=self.config.seed) if dist.is_initialized() else None
+        sampler = sampler or RandomSampler(data, generator=generator)
+        return DataLoader(
+            data, batch_size=self._stage_config(stage).batch_size, sampler=sampler, collate_fn=collate
+        )
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if self.config.finetune.class_weights == "none":
+            return None
+        counts = self.train_data.class_frequencies(self.class_set.num_classes).astype(np.float64)
+        weights = np.where(counts > 0, 1 / np.sqrt(np.maximum(counts, 1)), 0.0)
+        weights *= (counts > 0).sum() / max(weights.sum(), 1e-12)  # mean 1 over the classes present
+        return torch.as_tensor(weights, dtype=torch.float32)
+
+    # ---- one step -------------------------------------------------------------------------------------
+    def _loss(self, stage: str, batch: dict[str, torch.Tensor], class_weights: torch.Tensor | None) -> dict:
+        if stage == "pretrain":
+            out = self.network(batch, embeddings=True)
+            pretrain = self.config.pretrain
+            loss = info_nce(
+                out["point_embedding"],
+                out["pixel_embedding"],
+                batch["point_visible"],
+                pretrain.temperature,
+                pretrain.max_pairs,
+            )
+            return {"loss": loss, "info_nce": loss.detach()}
+        out = self.network(batch)
+        finetune = self.config.finetune
+        labels = batch["labels"]
+        terms = {
+            "lidar_seg": segmentation_loss(out["lidar_logits"], labels, class_weights, finetune.lovasz_weight)
+        }
+        if self.model_config.use_images:
+            terms["fused_seg"] = segmentation_loss(
+                out["fused_logits"], labels, class_weights, finetune.lovasz_weight
+            )
+            if finetune.distill_weight:
+                distill = distillation_loss(
+                    out["lidar_logits"], out["fused_logits"], finetune.distill_temperature
+                )
+                terms["distill"] = finetune.distill_weight * distill
+        loss = sum(terms.values())
+        return {"loss": loss, **{name: value.detach() for name, value in terms.items()}}
+
+    # ---- validation -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, Any]:
+        """Per-class IoU of the LiDAR-only head, the fused head, and the deployed output (fused where a
+        camera sees the point, LiDAR-only elsewhere) on the validation frames."""
+        self.model.eval()
+        k = self.class_set.num_classes
+        heads = ("lidar", "fused", "deployed") if self.model_config.use_images else ("lidar",)
+        confusion = {head: np.zeros((k, k), dtype=np.int64) for head in heads}
+        for index in range(len(self.val_data)):
+            batch = collate([self.val_data[index]])
+            out = self.model(batch)
+            labels = batch["labels"].numpy()
+            predictions = {"lidar": out["lidar_logits"].argmax(1).numpy()}
+            if self.model_config.use_images:
+                predictions["fused"] = out["fused_logits"].argmax(1).numpy()
+                seen = batch["point_visible"].amax(1).numpy() > 0
+                predictions["deployed"] = np.where(seen, predictions["fused"], predictions["lidar"])
+            for head, predicted in predictions.items():
+                confusion[head] += confusion_matrix(labels, predicted, k)
+        self.model.train()
+        result = {}
+        for head, matrix in confusion.items():
+            iou = iou_per_class(matrix)
+            result[head] = {
+                "miou": mean_iou(matrix),
+                "iou": dict(
+                    zip(self.class_set.names, [None if np.isnan(v) else float(v) for v in iou], strict=True)
+                ),
+            }
+        return result
+
+    # ---- checkpoints ----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format": "xkd_ros.train/1",
+            "experiment": self.config.to_dict(),
+            "model_config": self.model_config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "classes": self.class_set.name,
+            "stage": self.stage,
+            "step": self.step,
+            "best_miou": self.best_miou,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def resume(self) -> bool:
+        """Load out_dir/checkpoint.pt if it exists; True when a run was resumed."""
+        path = self.out_dir / CHECKPOINT
+        if not path.is_file():
+            return False
+        state = load_checkpoint(path)
+        if state["model_config"] != self.model_config.to_dict():
+            raise ValueError(f"{path}: written for another model config; use another --out or delete it")
+        self.model.load_state_dict(state["model"])
+        self.stage, self.step, self.best_miou = state["stage"], state["step"], state["best_miou"]
+        self.optimizer = self._optimizer(self.stage)
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        return True
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        path = self.out_dir / "log.csv"
+        fields = [
+            "stage",
+            "step",
+            "seconds",
+            "loss",
+            "info_nce",
+            "lidar_seg",
+            "fused_seg",
+            "distill",
+            "val_lidar_miou",
+            "val_fused_miou",
+            "val_deployed_miou",
+        ]
+        new = not path.is_file()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Run (or finish) both stages; returns the final validation result, also in metrics.json."""
+        main = _rank() == 0
+        if main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        self.resume()
+        class_weights = self._class_weights()
+        started = time.perf_counter()
+        self.model.train()
+        for stage in STAGES[STAGES.index(self.stage) :]:
+            if stage != self.stage:
+                self.stage, self.step = stage, 0
+                self.optimizer = self._optimizer(stage)
+            steps = self._stage_steps(stage)
+            if self.step >= steps:
+                continue
+            batches = _endless(self._loader(stage), epoch=self.step)
+            progress = tqdm(range(self.step, steps), desc=f"{self.config.name} {stage}", disable=not main)
+            for self.step in progress:
+                losses = self._loss(stage, next(batches), class_weights)
+                self.optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                self.optimizer.step()
+                done = self.step + 1
+                row = {"stage": stage, "step": done, "seconds": round(time.perf_counter() - started, 1)}
+                row |= {name: round(value.item(), 5) for name, value in losses.items()}
+                if stage == "finetune" and (done % self.config.validate_every == 0 or done == steps) and main:
+                    result = self.validate()
+                    row |= {f"val_{head}_miou": round(r["miou"], 4) for head, r in result.items()}
+                    deployed = result.get("deployed", result["lidar"])["miou"]
+                    if deployed > self.best_miou:
+                        self.best_miou = deployed
+                        save_checkpoint({**self._state(), "validation": result}, self.out_dir / BEST)
+                if main and (done % self.config.log_every == 0 or "val_lidar_miou" in row or done == steps):
+                    self._log(row)
+                    progress.set_postfix(loss=row["loss"])
+                self.step = done
+                if main and (done % self.config.checkpoint_every == 0 or done == steps):
+                    save_checkpoint(self._state(), self.out_dir / CHECKPOINT)
+        result = self.validate() if main else {}
+        if main:
+            result["training_seconds"] = round(time.perf_counter() - started, 1)
+            (self.out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+
+def train(config: ExperimentConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Train `config` into `out_dir`, under torchrun when WORLD_SIZE > 1 (gloo)."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("gloo")
+    try:
+        return Trainer(config, out_dir).fit()
+    finally:
+        if distributed:
+            dist.destroy_process_group()
