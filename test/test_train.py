@@ -12,7 +12,7 @@ import torch
 from conftest import REPO
 
 from xkd_ros.data.synthetic.generator import main as synthesize
-from xkd_ros.export import read_metadata
+from xkd_ros.export import read_metadata, sha256
 from xkd_ros.inference import BackendError, create_backend
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
@@ -62,6 +62,9 @@ def test_one_command_trains_both_stages_and_exports(trained):
     metadata = read_metadata(trained / "model.onnx")
     assert metadata["classes"] == "synthetic"
     assert metadata["preprocess"]["range_width"] == 128
+    card = (trained / "model.md").read_text()  # the model card beside the model
+    assert f"sha256 `{sha256(trained / 'model.onnx')}`" in card
+    assert "| **mIoU** |" in card
 
 
 @pytest.mark.parametrize("sample", ["nuscenes_keyframe", "rellis_frame"])

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+import yaml
 
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.model.export import SegmentationExport, export_onnx
@@ -61,7 +62,8 @@ def sha256(path: Path) -> str:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write `out` (.onnx) from `checkpoint`, with the pre-processing config and classes as ONNX metadata."""
+    """Write `out` (.onnx) from `checkpoint`, with the pre-processing config and classes as ONNX metadata,
+    and its model card beside it (`out` with .md)."""
     model, meta = model_from_checkpoint(checkpoint)
     preprocess = PreprocessConfig.from_dict(meta["preprocess"], f"{checkpoint}: preprocess")
     out = export_onnx(model, example_inputs(preprocess), out)
@@ -77,7 +79,58 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     }
     graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(description))
     onnx.save(graph, out)
+    out.with_suffix(".md").write_text(model_card(checkpoint, out, meta))
     return out
+
+
+def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) -> str:
+    """Markdown card of an exported model: provenance, data, configuration, validation IoU, checksum."""
+    experiment = meta.get("experiment", {})
+    root = Path(experiment.get("data", {}).get("root", ""))
+    split = yaml.safe_load((root / "split.yaml").read_text()) if (root / "split.yaml").is_file() else None
+    lines = [
+        f"# {onnx_path.stem}",
+        "",
+        f"- File: `{onnx_path.name}`, {onnx_path.stat().st_size / 1e6:.2f} MB, sha256 `{sha256(onnx_path)}`",
+        f"- Made by: `xkd-export {checkpoint} --out {onnx_path}` from experiment `{experiment.get('name')}`"
+        f" (stage {meta.get('stage')}, step {meta.get('step')})",
+        f"- Classes: `{meta['classes']}` (config/classes/{meta['classes']}.yaml)",
+    ]
+    if split is not None:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in split["splits"].items())
+        lines.append(
+            f"- Data: `{root}`, synthetic split of seed {split['seed']}: {counts} frames (xkd-synth)"
+        )
+    lines.append(
+        f"- Labels used: {experiment.get('data', {}).get('label_fraction', 1.0):.0%} of the training frames"
+    )
+    validation = meta.get("validation")
+    if validation:
+        lines += [
+            "",
+            "## Validation IoU (%) at the exported step",
+            "",
+            "| class | " + " | ".join(validation) + " |",
+        ]
+        lines.append("|---|" + "---:|" * len(validation))
+        classes = list(next(iter(validation.values()))["iou"])
+        for name in classes:
+            cells = [validation[h]["iou"][name] for h in validation]
+            lines.append(
+                f"| {name} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells) + " |"
+            )
+        lines.append(
+            "| **mIoU** | " + " | ".join(f"**{100 * validation[h]['miou']:.1f}**" for h in validation) + " |"
+        )
+    lines += [
+        "",
+        "## Experiment configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(experiment, sort_keys=False).strip(),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
