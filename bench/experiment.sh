@@ -2,7 +2,7 @@
 # The experiment of docs/results.md, on the 2-core CPU: the LiDAR-only baseline, fusion (fused head, and its
 # distilled LiDAR-only head), and fusion without contrastive pretraining (ablation), at 10% and 100% of the
 # training frames labelled; one seed, the same data, steps and optimiser everywhere.
-# Run: bash bench/experiment.sh   (about 40 minutes here; resumes where it stopped)
+# Run: bash bench/experiment.sh   (about 30 minutes here; resumes where it stopped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin

@@ -122,6 +122,17 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
         lines.append(
             "| **mIoU** | " + " | ".join(f"**{100 * validation[h]['miou']:.1f}**" for h in validation) + " |"
         )
+    commands = []
+    if split is not None:
+        counts = " ".join(f"--{k} {len(v)}" for k, v in split["splits"].items())
+        commands.append(f"xkd-synth --out {root} {counts} --seed {split['seed']}")
+    fraction = experiment.get("data", {}).get("label_fraction", 1.0)
+    commands.append(
+        f"xkd-train --config config/train/{experiment.get('name')}.yaml --out {Path(checkpoint).parent} "
+        f"--set data.label_fraction={fraction}"
+    )
+    commands.append(f"xkd-export {checkpoint} --out {onnx_path}")
+    lines += ["", "## How it was made", "", "```bash", *commands, "```"]
     lines += [
         "",
         "## Experiment configuration",

@@ -265,7 +265,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 self.optimizer.step()
-                done = self.step + 1
+                done = self.step = self.step + 1  # saved states below are after this step
                 row = {"stage": stage, "step": done, "seconds": round(time.perf_counter() - started, 1)}
                 row |= {name: round(value.item(), 5) for name, value in losses.items()}
                 if stage == "finetune" and (done % self.config.validate_every == 0 or done == steps) and main:
@@ -278,7 +278,6 @@ class Trainer:
                 if main and (done % self.config.log_every == 0 or "val_lidar_miou" in row or done == steps):
                     self._log(row)
                     progress.set_postfix(loss=row["loss"])
-                self.step = done
                 if main and (done % self.config.checkpoint_every == 0 or done == steps):
                     save_checkpoint(self._state(), self.out_dir / CHECKPOINT)
         result = self.validate() if main else {}
