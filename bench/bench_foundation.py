@@ -9,18 +9,15 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import struct
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, PointField
 from std_msgs.msg import Header
+from timing import median_ms, write_json
 
 from xkd_ros.data import load_keyframe
 from xkd_ros.geometry import CameraIntrinsics, Rig, project_points
@@ -29,16 +26,6 @@ from xkd_ros.msgs import CvBridge, create_cloud, read_points_list, read_points_n
 DATA = Path(__file__).resolve().parent.parent / "test/data"
 FIELDS = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")]
 FIELDS.append(PointField(name="intensity", offset=12, datatype=PointField.FLOAT32, count=1))
-
-
-def median_ms(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm-up: first-touch page faults and lazy imports are not what we measure
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def loop_read(cloud) -> list[tuple]:
@@ -140,9 +127,7 @@ def main() -> None:
     for name, value in results.items():
         unit = "x" if name.startswith("speedup") else "ms"
         print(f"{name:<34} {value:>10.3f} {unit}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,10 @@ Run: .venv/bin/python bench/bench_model.py --model models/xkd_synthetic.onnx [--
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 
 import onnxruntime
+from timing import median_ms, write_json
 
 from xkd_ros.data import load_keyframe
 from xkd_ros.export import read_metadata
@@ -20,16 +18,6 @@ from xkd_ros.inference import create_backend
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
 DATA = Path(__file__).resolve().parent.parent / "test/data/nuscenes_demo"
-
-
-def median_ms(run, repeat: int) -> float:
-    run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -53,9 +41,7 @@ def main() -> None:
           f"onnxruntime {onnxruntime.__version__}; median of {args.repeat}")  # fmt: skip
     for name, value in results.items():
         print(f"{name:<24} {value:8.1f} ms")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

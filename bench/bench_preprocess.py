@@ -9,31 +9,18 @@ Reports the median of N runs (default 20) for the nuScenes keyframe (34,688 poin
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from timing import median_ms, write_json
 
 from xkd_ros.data import load_keyframe, load_rellis3d_frame
 from xkd_ros.geometry import project_points
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
 DATA = Path(__file__).resolve().parent.parent / "test/data"
-
-
-def median_ms(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm-up: first-touch page faults and lazy imports are not what we measure
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -81,9 +68,7 @@ def main() -> None:
     for name, value in results.items():
         print(f"{name:34s} {value:8.2f}")
     print(environment)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "environment": environment}, indent=2) + "\n")
+    write_json(args.json, {"results": results, "environment": environment})
 
 
 if __name__ == "__main__":

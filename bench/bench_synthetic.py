@@ -13,7 +13,6 @@ Figures go in docs/synthetic.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from timing import write_json
 
 from xkd_ros.data.render import render_frame
 from xkd_ros.data.synthetic import SyntheticGenerator, camera, lidar, load_config
@@ -98,9 +98,7 @@ def main() -> None:
     }
     for key, value in results.items():
         print(f"{key:32s} {value}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":
