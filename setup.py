@@ -65,6 +65,7 @@ setup(
             "xkd-synth = xkd_ros.data.synthetic.generator:main",
             "xkd-train = xkd_ros.train.cli:main",
             "xkd-export = xkd_ros.export:main",
+            "xkd-evaluate = xkd_ros.evaluate:main",
         ],
     },
 )

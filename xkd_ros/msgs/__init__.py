@@ -10,6 +10,7 @@ from xkd_ros.msgs.camera_info import (
     rig_from_camera_infos,
 )
 from xkd_ros.msgs.image import CvBridge, CvBridgeError
+from xkd_ros.msgs.labeled_cloud import LABELED_CLOUD_FIELDS, create_labeled_cloud, pack_rgb, unpack_rgb
 from xkd_ros.msgs.point_cloud2 import (
     PointCloud2Error,
     create_cloud,
@@ -21,16 +22,20 @@ from xkd_ros.msgs.point_cloud2 import (
 )
 
 __all__ = [
+    "LABELED_CLOUD_FIELDS",
     "CvBridge",
     "CvBridgeError",
     "PointCloud2Error",
     "camera_info_to_intrinsics",
     "create_cloud",
     "create_cloud_xyz32",
+    "create_labeled_cloud",
     "dtype_from_fields",
     "intrinsics_to_camera_info",
+    "pack_rgb",
     "read_points",
     "read_points_list",
     "read_points_numpy",
     "rig_from_camera_infos",
+    "unpack_rgb",
 ]
