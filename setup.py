@@ -66,6 +66,7 @@ setup(
             "xkd-train = xkd_ros.train.cli:main",
             "xkd-export = xkd_ros.export:main",
             "xkd-evaluate = xkd_ros.evaluate:main",
+            "segment_node = xkd_ros.node:main",
         ],
     },
 )

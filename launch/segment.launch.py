@@ -1,0 +1,66 @@
+"""Launch segment_node with config/segment.param.yaml and the large-data Fast DDS profile.
+
+ros2 launch xkd_ros segment.launch.py [param_file:=...] [model_path:=...] [backend:=onnxruntime|torch]
+    [namespace:=...] [use_sim_time:=true]
+"""
+
+import os
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.substitutions import LaunchConfiguration
+
+from launch import LaunchDescription
+
+
+def _share(*parts):
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory("xkd_ros"), *parts)
+
+
+def _fastdds_profile(context, *args, **kwargs):
+    """Use the shipped profile unless the user chose one: default transports drop six-camera frames."""
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        return []
+    return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", _share("config", "fastdds.xml"))]
+
+
+def _node(context, *args, **kwargs):
+    from launch_ros.actions import Node
+
+    overrides = {
+        "backend": LaunchConfiguration("backend").perform(context),
+        "use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1"),
+    }
+    model_path = LaunchConfiguration("model_path").perform(context)
+    if model_path:
+        overrides["model_path"] = model_path
+    return [
+        Node(
+            package="xkd_ros",
+            executable="segment_node",
+            name="segment",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[LaunchConfiguration("param_file"), overrides],
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "param_file",
+                default_value=_share("config", "segment.param.yaml"),
+                description="segment_node parameters (validated against config/segment.schema.json)",
+            ),
+            DeclareLaunchArgument("model_path", default_value="", description='"" = the shipped model'),
+            DeclareLaunchArgument("backend", default_value="onnxruntime", description="onnxruntime | torch"),
+            DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+            DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock"),
+            OpaqueFunction(function=_fastdds_profile),
+            OpaqueFunction(function=_node),
+        ]
+    )
