@@ -67,6 +67,7 @@ setup(
             "xkd-export = xkd_ros.export:main",
             "xkd-evaluate = xkd_ros.evaluate:main",
             "segment_node = xkd_ros.node:main",
+            "xkd-replay = xkd_ros.replay:main",
         ],
     },
 )

@@ -8,7 +8,7 @@ import pytest
 from conftest import NUSCENES_COUNTS
 
 from xkd_ros.data.messages import MessageError, frame_from_messages, frame_to_messages, stamp_to_ns
-from xkd_ros.demo import main
+from xkd_ros.projection_demo import main
 
 
 @pytest.mark.parametrize("image_format", ["raw", "png", "jpeg"])

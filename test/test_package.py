@@ -72,7 +72,7 @@ def test_console_scripts_land_in_lib_package_and_run(workspace):
         [str(script), "--help"], capture_output=True, text=True, env=env, timeout=120, check=False
     )
     assert probe.returncode == 0, probe.stderr
-    assert "nuScenes keyframe" in probe.stdout
+    assert "the main job, end to end over real DDS" in probe.stdout
     where = subprocess.run(
         [sys.executable, "-c", "import xkd_ros.msgs, xkd_ros.geometry; print(xkd_ros.__file__)"],
         capture_output=True,

@@ -1,79 +1,221 @@
-"""`xkd-demo`: a real nuScenes keyframe through the live path, from ROS messages to points in six cameras.
+"""`xkd-demo` (`make demo`): the main job, end to end over real DDS, on the embedded default (ONNX Runtime).
 
-Turns the keyframe into the messages a vehicle publishes (PointCloud2, the cameras' JPEG CompressedImages,
-CameraInfo), reads them back through xkd_ros.msgs, rebuilds the rig from CameraInfo plus the extrinsics in
-config/nuscenes.rig.yaml, projects the scan into every camera with the occlusion test and writes a PNG.
+1. a synthetic recording: a drive through the synthetic street, written as a rosbag2 (mcap) with JPEG
+   cameras, CameraInfo, /tf_static and a ground-truth label cloud;
+2. `segment_node` started through the entry point the launch file uses, with the default model;
+3. `xkd-replay` plays the recording over DDS (the large-data Fast DDS profile);
+4. this process listens to what the node publishes, pairs each labelled cloud with the ground truth of its
+   scan, and prints mIoU, per-class IoU and latency; pictures go to the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
-from xkd_ros.data import load_keyframe
-from xkd_ros.data.messages import frame_to_messages
-from xkd_ros.data.render import render_cameras
-from xkd_ros.geometry import Rig, project_points
-from xkd_ros.msgs import CvBridge, read_points_numpy, rig_from_camera_infos
+from xkd_ros.data import load_class_set
+from xkd_ros.data.messages import stamp_to_ns
+from xkd_ros.data.render import label_text, render_bev, render_frame
+from xkd_ros.data.rosbag import write_bag
+from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
+from xkd_ros.msgs import read_points
+from xkd_ros.paths import config_path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SAMPLE = REPO / "test/data/nuscenes_demo"
-DEFAULT_RIG = REPO / "config/nuscenes.rig.yaml"
+NODE = "segment"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=Path, default=DEFAULT_SAMPLE, help="nuScenes keyframe folder")
-    parser.add_argument(
-        "--rig", type=Path, default=DEFAULT_RIG, help="rig YAML giving each camera's T_cam_lidar"
-    )
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the PNG and summary")
-    parser.add_argument(
-        "--occlusion-cell", type=int, default=8, help="occlusion test cell in pixels (0: off)"
-    )
-    args = parser.parse_args(argv)
+def record(out: Path, frames: int, seed: int) -> tuple[Path, list]:
+    """A synthetic drive as a bag; returns the bag and the frames (ground truth)."""
+    from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 
-    frame = load_keyframe(args.sample)
-    messages = frame_to_messages(frame, image_format="jpeg")
-    timings = {}
+    config = load_config(overrides={"sequence": {"frames_per_scene": frames}})
+    generator = SyntheticGenerator(config, seed)
+    drive = [generator.sample("demo", index).frame for index in range(frames)]
+    bag = out / "recording"
+    if bag.exists():
+        import shutil
 
-    start = time.perf_counter()
-    xyz = read_points_numpy(messages.cloud, field_names=["x", "y", "z"])
-    timings["read_cloud_ms"] = (time.perf_counter() - start) * 1e3
+        shutil.rmtree(bag)
+    return write_bag(drive, bag, storage="mcap", image_format="jpeg"), drive
 
-    start = time.perf_counter()
-    bridge = CvBridge()
-    images = {name: bridge.compressed_imgmsg_to_cv2(msg, "rgb8") for name, msg in messages.images.items()}
-    timings["decode_images_ms"] = (time.perf_counter() - start) * 1e3
 
-    extrinsics = {camera.name: camera.T_cam_lidar for camera in Rig.load(args.rig)}
-    rig = rig_from_camera_infos(messages.camera_infos, extrinsics, lidar_frame=messages.cloud.header.frame_id)
-    start = time.perf_counter()
-    projection = project_points(xyz, rig, min_depth=0.1, occlusion_cell=args.occlusion_cell or None)
-    timings["project_ms"] = (time.perf_counter() - start) * 1e3
+def ros_environment() -> dict[str, str]:
+    """Loopback-only discovery on a domain of our own, and the large-data Fast DDS profile."""
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_path("fastdds.xml")))
+    return env
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    png = args.out / "nuscenes_projection.png"
-    cv2.imwrite(str(png), render_cameras(images, projection))
-    summary = {
-        "sample": frame.name,
-        "points": int(messages.cloud.width * messages.cloud.height),
-        "cloud_bytes": len(messages.cloud.data),
-        "points_per_camera": projection.counts(),
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-        "image": str(png),
+
+def node_command(bag: Path, cameras: list[str], offsets: list[float]) -> list[str]:
+    """segment_node with the shipped parameters, the recording's rig and timing, its topics remapped."""
+    ros_args = ["--params-file", str(config_path("segment.param.yaml")), "-r", f"__node:={NODE}"]
+    parameters = {
+        "rig_path": str(bag / "rig.yaml"),
+        "camera_transport": "compressed",
+        "qos.reliable": "true",
+        "sync.camera_offsets": "[" + ", ".join(f"{o:.4f}" for o in offsets) + "]",
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{frame.name}: {summary['points']} points, {len(images)} cameras")
-    for name, count in summary["points_per_camera"].items():
-        print(f"  {name:<16} {count:>6} points seen")
-    print("  " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(f"wrote {png}")
+    for name, value in parameters.items():
+        ros_args += ["-p", f"{name}:={value}"]
+    ros_args += ["-r", f"/{NODE}/input/pointcloud:=/lidar/points"]
+    for camera in cameras:
+        ros_args += ["-r", f"/{NODE}/input/{camera}/image/compressed:=/cameras/{camera}/image_raw/compressed"]
+        ros_args += ["-r", f"/{NODE}/input/{camera}/camera_info:=/cameras/{camera}/camera_info"]
+    return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
+
+
+def listen(env: dict[str, str], replay: list[str], expected: int, timeout: float) -> tuple[dict, dict, list]:
+    """Run the replay while subscribed to the node's output and the ground truth; returns labels by stamp
+    (node output, ground truth) and the node's total_ms per scan."""
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Float64
+
+    outputs, truth, totals = {}, {}, []
+
+    def stamp(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("xkd_demo_listener", context=context)
+    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(
+        PointCloud2,
+        f"/{NODE}/output/labeled_cloud",
+        lambda m: outputs.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
+        qos,
+    )
+    node.create_subscription(
+        PointCloud2,
+        "/lidar/labels",
+        lambda m: truth.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
+        qos,
+    )
+    node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    player = subprocess.Popen(replay, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not (player.poll() is not None and len(outputs) >= expected):
+            executor.spin_once(timeout_sec=0.1)
+            if (
+                player.poll() is not None
+                and time.monotonic() > deadline - timeout + 5
+                and len(outputs) >= expected
+            ):
+                break
+        settle = time.monotonic() + 3.0  # the last scans are still in the node
+        while time.monotonic() < settle and len(outputs) < expected:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        if player.poll() is None:
+            player.terminate()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    return outputs, truth, totals
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xkd-demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="folder for the recording and results"
+    )
+    parser.add_argument("--frames", type=int, default=16, help="scans in the recording (0.5 s apart)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the whole run")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    started = time.perf_counter()
+    bag, drive = record(args.out, args.frames, args.seed)
+    cameras = drive[0].rig.names
+    offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
+    seconds = time.perf_counter() - started
+    print(f"recorded {len(drive)} scans, {len(cameras)} cameras -> {bag} ({seconds:.0f} s)")
+
+    env = ros_environment()
+    node = subprocess.Popen(
+        node_command(bag, cameras, offsets),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
+        outputs, truth, totals = listen(env, replay, len(drive), args.timeout)
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node_log = node.communicate(timeout=15)[0]
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node_log = node.communicate()[0]
+    (args.out / "node.log").write_text(node_log)
+
+    classes = load_class_set("synthetic")
+    k = classes.num_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    matched = sorted(set(outputs) & set(truth))
+    for stamp in matched:
+        predicted = np.where(outputs[stamp] == 255, 0, outputs[stamp])
+        confusion += confusion_matrix(truth[stamp], predicted, k)
+    if not matched:
+        print(f"the node labelled no scan of the recording; its log: {args.out / 'node.log'}")
+        return 1
+    iou = iou_per_class(confusion)
+    latency = latency_percentiles(np.array(totals)) if totals else {}
+    report = {
+        "scans_recorded": len(drive),
+        "scans_labelled": len(matched),
+        "miou": mean_iou(confusion),
+        "iou": {name: None if np.isnan(v) else float(v) for name, v in zip(classes.names, iou, strict=True)},
+        "node_total_ms": latency,
+    }
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    first = next(f for f in drive if stamp_to_ns(f.stamp) == matched[0])
+    bev = [
+        render_bev(first.xyz, classes.colorize(first.labels), size=450),
+        render_bev(first.xyz, classes.colorize(outputs[matched[0]]), size=450),
+    ]
+    label_text(bev[0], "ground truth", origin=(8, 440))
+    label_text(bev[1], "segment_node output", origin=(8, 440))
+    cv2.imwrite(str(args.out / "bev.png"), np.hstack(bev))
+    cv2.imwrite(str(args.out / "frame.png"), render_frame(first))
+
+    print(f"segment_node labelled {len(matched)} of {len(drive)} scans replayed over DDS")
+    print(
+        f"mIoU {100 * report['miou']:.1f} %  ("
+        + ", ".join(f"{n} {100 * v:.0f}" for n, v in report["iou"].items() if v is not None)
+        + ")"
+    )
+    if latency:
+        p50, p90 = latency["p50"], latency["p90"]
+        print(
+            f"node processing per scan (pre-processing, inference, labels): p50 {p50:.0f}, p90 {p90:.0f} ms"
+        )
+    print(f"pictures and report in {args.out} ({time.perf_counter() - started:.0f} s in all)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
