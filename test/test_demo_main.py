@@ -11,7 +11,8 @@ import numpy as np
 
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.demo import listen, main, node_command, ros_environment
+from xkd_ros.demo import main, node_command, ros_environment
+from xkd_ros.evaluate import listen_live
 
 
 def test_demo_at_small_size(tmp_path, monkeypatch):
@@ -35,7 +36,7 @@ def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, monkeyp
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:
         replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
-        outputs, _, totals = listen(env, replay, expected=1, timeout=60)
+        outputs, _, totals = listen_live(env, replay, expected=1, timeout=60)
     finally:
         node.send_signal(signal.SIGINT)
         log = node.communicate(timeout=15)[0]
@@ -45,3 +46,32 @@ def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, monkeyp
     assert np.all((labels < 14) | (labels == 255))
     assert totals
     assert os.environ["ROS_DOMAIN_ID"] == env["ROS_DOMAIN_ID"]
+
+
+def test_evaluate_live_mode_scores_a_running_node(tmp_path, monkeypatch):
+    """`xkd-evaluate --live BAG`: replays a labelled bag while segment_node runs, scores what it published."""
+    from xkd_ros.data.synthetic import SyntheticGenerator, load_config
+    from xkd_ros.evaluate import main as evaluate_main
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+    config = load_config(
+        overrides={"camera": {"width": 240, "height": 135}, "sequence": {"frames_per_scene": 2}}
+    )
+    generator = SyntheticGenerator(config, seed=5)
+    drive = [generator.sample("live", index).frame for index in range(2)]
+    bag = write_bag(drive, tmp_path / "bag", image_format="jpeg")
+    cameras = drive[0].rig.names
+    offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
+    env = ros_environment()
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
+    node = subprocess.Popen(node_command(bag, cameras, offsets), env=env, stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval"), "--timeout", "60"])
+    finally:
+        node.send_signal(signal.SIGINT)
+        log = node.communicate(timeout=15)[0]
+    assert code == 0, log[-2000:]
+    report = json.loads((tmp_path / "eval/live_report.json").read_text())
+    assert report["scans_labelled"] == report["scans_with_ground_truth"] == 2
+    assert 0 < report["miou"] <= 1

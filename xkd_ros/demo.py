@@ -27,8 +27,7 @@ from xkd_ros.data import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
-from xkd_ros.msgs import read_points
+from xkd_ros.evaluate import listen_live, score_live
 from xkd_ros.paths import config_path
 
 NODE = "segment"
@@ -76,64 +75,6 @@ def node_command(bag: Path, cameras: list[str], offsets: list[float]) -> list[st
     return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
 
 
-def listen(env: dict[str, str], replay: list[str], expected: int, timeout: float) -> tuple[dict, dict, list]:
-    """Run the replay while subscribed to the node's output and the ground truth; returns labels by stamp
-    (node output, ground truth) and the node's total_ms per scan."""
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import Float64
-
-    outputs, truth, totals = {}, {}, []
-
-    def stamp(msg) -> int:
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("xkd_demo_listener", context=context)
-    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(
-        PointCloud2,
-        f"/{NODE}/output/labeled_cloud",
-        lambda m: outputs.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
-        qos,
-    )
-    node.create_subscription(
-        PointCloud2,
-        "/lidar/labels",
-        lambda m: truth.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
-        qos,
-    )
-    node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    player = subprocess.Popen(replay, env=env)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not (player.poll() is not None and len(outputs) >= expected):
-            executor.spin_once(timeout_sec=0.1)
-            if (
-                player.poll() is not None
-                and time.monotonic() > deadline - timeout + 5
-                and len(outputs) >= expected
-            ):
-                break
-        settle = time.monotonic() + 3.0  # the last scans are still in the node
-        while time.monotonic() < settle and len(outputs) < expected:
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        if player.poll() is None:
-            player.terminate()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    return outputs, truth, totals
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xkd-demo", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -162,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
-        outputs, truth, totals = listen(env, replay, len(drive), args.timeout)
+        outputs, truth, totals = listen_live(env, replay, len(drive), args.timeout, NODE)
     finally:
         node.send_signal(signal.SIGINT)
         try:
@@ -173,24 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "node.log").write_text(node_log)
 
     classes = load_class_set("synthetic")
-    k = classes.num_classes
-    confusion = np.zeros((k, k), dtype=np.int64)
-    matched = sorted(set(outputs) & set(truth))
-    for stamp in matched:
-        predicted = np.where(outputs[stamp] == 255, 0, outputs[stamp])
-        confusion += confusion_matrix(truth[stamp], predicted, k)
-    if not matched:
+    report = {"scans_recorded": len(drive), **score_live(outputs, truth, totals, classes)}
+    if not report["scans_labelled"]:
         print(f"the node labelled no scan of the recording; its log: {args.out / 'node.log'}")
         return 1
-    iou = iou_per_class(confusion)
-    latency = latency_percentiles(np.array(totals)) if totals else {}
-    report = {
-        "scans_recorded": len(drive),
-        "scans_labelled": len(matched),
-        "miou": mean_iou(confusion),
-        "iou": {name: None if np.isnan(v) else float(v) for name, v in zip(classes.names, iou, strict=True)},
-        "node_total_ms": latency,
-    }
+    matched = sorted(set(outputs) & set(truth))
+    latency = report["node_total_ms"]
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     first = next(f for f in drive if stamp_to_ns(f.stamp) == matched[0])
     bev = [

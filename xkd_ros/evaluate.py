@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xkd_ros.data import Frame, open_frames
+from xkd_ros.data import Frame, load_class_set, open_frames
 from xkd_ros.data.classes import ClassSet
 from xkd_ros.data.render import label_text, render_bev
 from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
+from xkd_ros.msgs import read_points
 from xkd_ros.pipeline import Segmenter
 
 MODES = {"fusion": False, "lidar_only": True}  # mode -> lidar_only flag of Segmenter.segment_frame
@@ -163,6 +168,84 @@ def write_report(results: dict, segmenter: Segmenter, frames: Sequence[Frame], o
     return report
 
 
+def listen_live(
+    env: dict[str, str], replay: list[str], expected: int, timeout: float, node_name: str = "segment"
+) -> tuple[dict, dict, list]:
+    """Run the replay while subscribed to the node's output and the ground truth; returns labels by stamp
+    (node output, ground truth) and the node's total_ms per scan."""
+    dds = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+    os.environ.update({k: v for k, v in env.items() if k in dds})  # this process joins the same graph
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Float64
+
+    outputs, truth, totals = {}, {}, []
+
+    def stamp(msg) -> int:
+        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("xkd_demo_listener", context=context)
+    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+    node.create_subscription(
+        PointCloud2,
+        f"/{node_name}/output/labeled_cloud",
+        lambda m: outputs.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
+        qos,
+    )
+    node.create_subscription(
+        PointCloud2,
+        "/lidar/labels",
+        lambda m: truth.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
+        qos,
+    )
+    node.create_subscription(Float64, f"/{node_name}/debug/total_ms", lambda m: totals.append(m.data), 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    player = subprocess.Popen(replay, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not (player.poll() is not None and len(outputs) >= expected):
+            executor.spin_once(timeout_sec=0.1)
+            if (
+                player.poll() is not None
+                and time.monotonic() > deadline - timeout + 5
+                and len(outputs) >= expected
+            ):
+                break
+        settle = time.monotonic() + 3.0  # the last scans are still in the node
+        while time.monotonic() < settle and len(outputs) < expected:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        if player.poll() is None:
+            player.terminate()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    return outputs, truth, totals
+
+
+def score_live(outputs: dict, truth: dict, totals: list, classes: ClassSet) -> dict:
+    """mIoU and per-class IoU of the node's labels against the ground truth of the same scans, and the
+    node's processing time per scan (its ~/debug/total_ms)."""
+    k = classes.num_classes
+    confusion = np.zeros((k, k), dtype=np.int64)
+    matched = sorted(set(outputs) & set(truth))
+    for stamp in matched:
+        confusion += confusion_matrix(truth[stamp], np.where(outputs[stamp] == 255, 0, outputs[stamp]), k)
+    iou = iou_per_class(confusion)
+    return {
+        "scans_labelled": len(matched),
+        "scans_with_ground_truth": len(truth),
+        "miou": mean_iou(confusion) if matched else float("nan"),
+        "iou": {name: None if np.isnan(v) else float(v) for name, v in zip(classes.names, iou, strict=True)},
+        "node_total_ms": latency_percentiles(np.array(totals)) if totals else {},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """xkd-evaluate (offline): per-class IoU, mIoU and latency of a model on labelled frames."""
     parser = argparse.ArgumentParser(prog="xkd-evaluate", description=main.__doc__)
@@ -175,9 +258,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/eval"))
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="live mode: replay `data` (a bag with a label topic) while a running segment_node labels it",
+    )
+    parser.add_argument("--node", default="segment", help="live mode: the node's name (its output topics)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="live mode: seconds to wait at most")
     args = parser.parse_args(argv)
     from xkd_ros.paths import share_dir
 
+    if args.live:
+        from xkd_ros.data.rosbag import RosbagDataset
+
+        bag = RosbagDataset(args.data)
+        replay = [sys.executable, "-m", "xkd_ros.replay", str(args.data), "--delay", "2"]
+        env = dict(os.environ)
+        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_dir() / "config/fastdds.xml"))
+        outputs, truth, totals = listen_live(env, replay, len(bag), args.timeout, args.node)
+        report = score_live(outputs, truth, totals, load_class_set(bag.classes))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "live_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{report['scans_labelled']} of {len(bag)} scans labelled: mIoU {100 * report['miou']:.1f}")
+        return 0 if report["scans_labelled"] else 1
     model = args.model or share_dir() / "models/xkd_synthetic.onnx"
     frames = open_frames(args.data, **({"split": args.split} if args.split else {}))
     if args.max_frames:
