@@ -196,9 +196,10 @@ class Harness:
         pubs = [self.cloud_pub, *self.image_pubs.values(), *self.info_pubs.values()]
         self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), 30, "discovery")
 
-    def publish(self, messages, corrupt: str | None = None):
+    def publish(self, messages, corrupt: str | None = None, corrupt_info: str | None = None, cut_cloud=False):
         """The frame with every stamp moved by a fresh whole second (the collector ignores repeated scans);
-        returns the cloud header sent."""
+        returns the cloud header sent. `corrupt` garbles that camera's JPEG, `corrupt_info` zeroes that
+        camera's K (an uncalibrated driver), `cut_cloud` truncates the cloud's data."""
         import copy
 
         self.shift += 1
@@ -211,20 +212,25 @@ class Harness:
             return msg
 
         for camera in CAMERAS:
-            self.info_pubs[camera].publish(moved(messages.camera_infos[camera]))
+            info = moved(messages.camera_infos[camera])
+            if camera == corrupt_info:
+                info.k = [0.0] * 9
+            self.info_pubs[camera].publish(info)
             image = moved(messages.images[camera])
             if camera == corrupt:
                 image.data = bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))
             self.image_pubs[camera].publish(image)
         cloud = moved(messages.cloud)
+        if cut_cloud:
+            cloud.data = bytes(cloud.data[: len(cloud.data) // 2])
         self.cloud_pub.publish(cloud)
         return cloud.header
 
-    def labelled(self, messages, corrupt: str | None = None, attempts: int = 5):
+    def labelled(self, messages, attempts: int = 5, **corruption):
         """Publish until a labelled cloud with the header of one sent comes back."""
         sent = []
         for _ in range(attempts):
-            sent.append(self.publish(messages, corrupt))
+            sent.append(self.publish(messages, **corruption))
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline:
                 for cloud in self.clouds:
@@ -275,6 +281,23 @@ def test_malformed_image_does_not_stop_the_node(harness, frame_messages):
     harness.spin_until(
         lambda: "CAM_FRONT/image/compressed" in harness.log.read_text(), 5, "the logged bad image"
     )
+
+
+def test_malformed_camera_info_keeps_the_previous_calibration(harness, frame_messages):
+    harness.labelled(frame_messages)  # a good CameraInfo first
+    cloud, _ = harness.labelled(frame_messages, corrupt_info="CAM_BACK")
+    assert cloud.width * cloud.height == NUM_POINTS
+    harness.spin_until(
+        lambda: "CAM_BACK/camera_info" in harness.log.read_text(), 5, "the logged bad CameraInfo"
+    )
+
+
+def test_malformed_cloud_is_skipped_and_the_next_scan_labelled(harness, frame_messages):
+    harness.publish(frame_messages, cut_cloud=True)
+    harness.spin_until(lambda: "input/pointcloud" in harness.log.read_text(), 10, "the logged bad cloud")
+    cloud, _ = harness.labelled(frame_messages)
+    assert cloud.width * cloud.height == NUM_POINTS
+    assert harness.process.poll() is None
 
 
 def test_rviz_config_shows_the_outputs():
