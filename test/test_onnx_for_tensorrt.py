@@ -15,9 +15,9 @@ MODEL = REPO / "models/xkd_synthetic.onnx"
 TENSORRT_OPS = {
     "Add", "ArgMax", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Equal",
     "Exp", "Expand", "Flatten", "Gather", "GatherElements", "GatherND", "Gemm", "Greater", "GridSample",
-    "Identity", "LeakyRelu", "Less", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Pad", "ReduceMax", "ReduceMean",
-    "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt",
-    "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Identity", "LeakyRelu", "Less", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Pad", "ReduceMax",
+    "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
 }  # fmt: skip
 DATA_DEPENDENT = {"NonZero", "Unique", "Loop", "If", "Scan", "NonMaxSuppression", "Compress"}
 
