@@ -55,7 +55,7 @@ def test_shipped_parameters_are_valid():
         ({"qos.reliable": 1}, "qos.reliable", "type"),
         ({"sync.timeout": -0.5}, "sync.timeout", "minimum"),
         ({"qos.depth": 0}, "qos.depth", "minimum"),
-        ({"backend": "tensorrt"}, "backend", "is not one of"),
+        ({"backend": "openvino"}, "backend", "is not one of"),
         ({"camera_transport": "theora"}, "camera_transport", "is not one of"),
         ({"cameras": ["CAM_FRONT"], "sync.camera_offsets": [0.0, 0.1]}, "sync.camera_offsets", "aligned"),
     ],

@@ -1,6 +1,7 @@
 """The offline pipeline at tiny size: one command trains and exports; resume; DDP; backends agree."""
 
 import csv
+import importlib.util
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from conftest import REPO
 
 from xkd_ros.data.synthetic.generator import main as synthesize
 from xkd_ros.export import read_metadata, sha256
-from xkd_ros.inference import BackendError, create_backend
+from xkd_ros.inference import BackendError, choose_backend, create_backend
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.train.cli import main as xkd_train
@@ -149,9 +150,16 @@ def test_checkpoints_load_plain_data_only(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+def test_auto_backend_says_what_it_chose_and_why():
+    kind, reason = choose_backend("auto")
+    if importlib.util.find_spec("tensorrt") is None:
+        assert (kind, reason) == ("onnxruntime", "auto: tensorrt is not installed")
+    assert choose_backend("torch") == ("torch", "set by the backend parameter")
+
+
 def test_backend_errors_name_the_problem(trained, tmp_path):
-    with pytest.raises(BackendError, match="'tensorrt' is not one of"):
-        create_backend("tensorrt", trained / "model.onnx")
+    with pytest.raises(BackendError, match="'openvino' is not one of"):
+        create_backend("openvino", trained / "model.onnx")
     with pytest.raises(BackendError, match="no such ONNX model"):
         create_backend("onnxruntime", tmp_path / "missing.onnx")
     backend = create_backend("onnxruntime", trained / "model.onnx")

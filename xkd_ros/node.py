@@ -38,6 +38,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from xkd_ros.data.messages import header_stamp, points_from_cloud, rgb_from_image
 from xkd_ros.geometry import CalibrationError, Rig
 from xkd_ros.geometry.rig import CameraCalibration
+from xkd_ros.inference import choose_backend
 from xkd_ros.msgs import camera_info_to_intrinsics, create_labeled_cloud
 from xkd_ros.paths import config_path, share_dir
 from xkd_ros.pipeline import Segmenter
@@ -177,7 +178,8 @@ class SegmentNode(Node):
             p["model_path"], share_dir() / "models" / "xkd_synthetic.onnx", "model path"
         )
         try:
-            self.segmenter = Segmenter.from_model(model_path, p["backend"], p["threads"])
+            self.backend_name, self.backend_reason = choose_backend(p["backend"])
+            self.segmenter = Segmenter.from_model(model_path, self.backend_name, p["threads"])
         except Exception as error:  # any loader failure is a start-up error naming the model
             raise StartupError(f"model {str(model_path)!r}: {error}") from None
         rig_path = resolve_path(p["rig_path"], config_path("nuscenes.rig.yaml"), "rig path")
@@ -210,7 +212,6 @@ class SegmentNode(Node):
         )
         self.compressed = p["camera_transport"] == "compressed"
         self.classes = self.segmenter.classes
-        self.backend_name = p["backend"]
 
         depth = int(p["qos.depth"])
         if p["qos.reliable"]:
@@ -260,7 +261,9 @@ class SegmentNode(Node):
         self.create_timer(5.0, self._publish_markers)
         self._publish_markers()
         self.get_logger().info(
-            f"model {model_path} ({self.backend_name}, class set {self.classes.name!r}), rig {rig_path}, "
+            f"model {model_path} ({self.backend_name}: {self.backend_reason}; "
+            f"class set {self.classes.name!r}), "
+            f"rig {rig_path}, "
             f"cameras {list(self.cameras)} ({p['camera_transport']}), "
             f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}"
         )
@@ -405,6 +408,7 @@ class SegmentNode(Node):
             status.level, status.message = DiagnosticStatus.OK, "all cameras matched"
         values = {
             "backend": self.backend_name,
+            "backend_reason": self.backend_reason,
             "class set": self.classes.name,
             "cameras matched (last scan)": f"{self._last_matched}/{len(self.cameras)}",
             "cameras missing (last scan)": ", ".join(self._last_missing),

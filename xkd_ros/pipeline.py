@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnxruntime
 
 from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
-from xkd_ros.inference import Backend, OnnxRuntimeBackend, create_backend
+from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
 from xkd_ros.preprocess import PreprocessConfig, prepare
 
 if TYPE_CHECKING:
@@ -31,6 +32,11 @@ METADATA_KEY = "xkd_ros"
 REQUIRED_CHANNELS = ("x", "y", "z", "intensity")
 
 __all__ = ["METADATA_KEY", "REQUIRED_CHANNELS", "Segmentation", "Segmenter"]
+
+
+def _metadata_session(path: str | Path) -> onnxruntime.InferenceSession:
+    """A CPU session, only to read an exported model's metadata when another backend runs it."""
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 @dataclass(eq=False)
@@ -63,16 +69,18 @@ class Segmenter:
     def from_model(cls, path: str | Path, backend: str = "onnxruntime", threads: int = 0) -> Segmenter:
         """The model at `path` (an exported .onnx, or a training checkpoint for backend "torch"), with the
         pre-processing and classes it carries, so it cannot be fed differently from how it was trained."""
-        engine = create_backend(backend, path, threads=threads)
-        if isinstance(engine, OnnxRuntimeBackend):
-            metadata = engine.session.get_modelmeta().custom_metadata_map
-            if METADATA_KEY not in metadata:
-                raise ValueError(f"{path}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
-            meta = json.loads(metadata[METADATA_KEY])
-        else:
+        kind, _ = choose_backend(backend)
+        engine = create_backend(kind, path, **({} if kind == "tensorrt" else {"threads": threads}))
+        if kind == "torch":
             from xkd_ros.train.checkpoint import load_checkpoint  # torch, only for the torch backend
 
             meta = load_checkpoint(path)
+        else:  # an exported .onnx carries its pre-processing and classes (TensorRT builds from it too)
+            session = engine.session if isinstance(engine, OnnxRuntimeBackend) else _metadata_session(path)
+            metadata = session.get_modelmeta().custom_metadata_map
+            if METADATA_KEY not in metadata:
+                raise ValueError(f"{path}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
+            meta = json.loads(metadata[METADATA_KEY])
         preprocess = PreprocessConfig.from_dict(meta["preprocess"], str(path))
         classes = load_class_set(meta["classes"])
         num_classes = meta["model_config"]["num_classes"]
