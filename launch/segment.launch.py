@@ -1,7 +1,7 @@
 """Launch segment_node with config/segment.param.yaml and the large-data Fast DDS profile.
 
 ros2 launch xkd_ros segment.launch.py [param_file:=...] [model_path:=...] [backend:=onnxruntime|torch]
-    [namespace:=...] [use_sim_time:=true]
+    [namespace:=...] [use_sim_time:=true] [build_only:=true]
 """
 
 import os
@@ -25,8 +25,21 @@ def _fastdds_profile(context, *args, **kwargs):
     return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", _share("config", "fastdds.xml"))]
 
 
+def _engine_build(context, model_path):
+    """build_only:=true: build the model's TensorRT engine ahead of time (xkd-build-engine) and exit."""
+    from ament_index_python.packages import get_package_prefix
+    from launch.actions import ExecuteProcess
+
+    builder = os.path.join(get_package_prefix("xkd_ros"), "lib", "xkd_ros", "xkd-build-engine")
+    model = model_path or _share("models", "xkd_synthetic.onnx")
+    return [ExecuteProcess(cmd=[builder, model], output="screen")]
+
+
 def _node(context, *args, **kwargs):
     from launch_ros.actions import Node
+
+    if LaunchConfiguration("build_only").perform(context).lower() in ("true", "1"):
+        return _engine_build(context, LaunchConfiguration("model_path").perform(context))
 
     overrides = {
         "backend": LaunchConfiguration("backend").perform(context),
@@ -57,9 +70,14 @@ def generate_launch_description():
                 description="segment_node parameters (validated against config/segment.schema.json)",
             ),
             DeclareLaunchArgument("model_path", default_value="", description='"" = the shipped model'),
-            DeclareLaunchArgument("backend", default_value="onnxruntime", description="onnxruntime | torch"),
+            DeclareLaunchArgument(
+                "backend", default_value="onnxruntime", description="onnxruntime | tensorrt | torch | auto"
+            ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
             DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock"),
+            DeclareLaunchArgument(
+                "build_only", default_value="false", description="build the TensorRT engine and exit"
+            ),
             OpaqueFunction(function=_fastdds_profile),
             OpaqueFunction(function=_node),
         ]
