@@ -1,0 +1,288 @@
+"""Soak benchmark of segment_node over DDS: end-to-end latency and the node's memory over time.
+
+Run: `.venv/bin/python bench/bench_node_soak.py [--seconds 300] [--rate 10] [--json out/soak.json]`.
+Starts segment_node as xkd_ros/demo.py does (own ROS domain, loopback-only discovery, the large-data Fast
+DDS profile) but subscribed to raw rgb8 Images, and publishes the nuScenes keyframe (34,688 points, six
+1600x900 rgb8 Images and their CameraInfos) at `--rate` Hz with fresh stamps (scan = now, each image = now +
+the keyframe's camera offset), reliable QoS depth 5. Latency of a scan = arrival of its labelled cloud here -
+its publish time (= its stamp), matched by header stamp. The node's RSS (VmRSS) is sampled every 10 s.
+Prints per 30 s window and overall: scans published, labelled, latency p50 / p99 and node RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from timing import write_json
+
+from xkd_ros.demo import NODE, ros_environment
+from xkd_ros.paths import config_path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "test/data"
+DDS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+RSS_EVERY_S = 10.0
+WINDOW_S = 30.0
+DISCOVERY_S = 30.0
+DRAIN_S = 5.0
+NS_PER_S = 1_000_000_000
+
+
+def node_command(cameras: list[str], offsets: list[float]) -> list[str]:
+    """segment_node with the shipped parameters, raw rgb8 cameras, the nuScenes rig and the keyframe's
+    timing; its inputs remapped to the topics published here (like xkd_ros.demo.node_command)."""
+    ros_args = ["--params-file", str(config_path("segment.param.yaml")), "-r", f"__node:={NODE}"]
+    parameters = {
+        "rig_path": str(config_path("nuscenes.rig.yaml")),
+        "cameras": "[" + ", ".join(cameras) + "]",  # the order of camera_offsets
+        "camera_transport": "raw",
+        "qos.reliable": "true",
+        "sync.camera_offsets": "[" + ", ".join(f"{o:.4f}" for o in offsets) + "]",
+    }
+    for name, value in parameters.items():
+        ros_args += ["-p", f"{name}:={value}"]
+    ros_args += ["-r", f"/{NODE}/input/pointcloud:=/lidar/points"]
+    for camera in cameras:
+        ros_args += ["-r", f"/{NODE}/input/{camera}/image:=/cameras/{camera}/image_raw"]
+        ros_args += ["-r", f"/{NODE}/input/{camera}/camera_info:=/cameras/{camera}/camera_info"]
+    return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a process in MB (VmRSS of /proc/<pid>/status), None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def fmt(value: float | None, spec: str = ".0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def set_stamp(header, ns: int) -> None:
+    header.stamp.sec, header.stamp.nanosec = divmod(ns, NS_PER_S)
+
+
+def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
+    """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed; returns the records."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_msgs.msg import Float64
+
+    cameras = list(messages.images)
+    offsets_ns = {c: round((frame.image_stamps[c] - frame.stamp) * NS_PER_S) for c in cameras}
+    published: dict[int, float] = {}  # stamp ns -> publish time (s since start)
+    arrived: dict[int, float] = {}  # stamp ns -> arrival time (s since start)
+    totals: list[float] = []
+    publish_ms: list[float] = []  # time this process spends publishing one scan's messages
+    rss: list[tuple[float, float]] = []
+    start = time.time()
+
+    def on_labelled(msg: PointCloud2) -> None:
+        now = time.time()
+        stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
+        arrived.setdefault(stamp, now - start)
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("xkd_soak_bench", context=context)
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    cloud_pub = node.create_publisher(PointCloud2, "/lidar/points", qos)
+    image_pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", qos) for c in cameras}
+    info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
+    node.create_subscription(PointCloud2, f"/{NODE}/output/labeled_cloud", on_labelled, qos)
+    node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 50)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
+    try:
+        waited = time.monotonic()
+        while any(p.get_subscription_count() == 0 for p in publishers):
+            if time.monotonic() - waited > DISCOVERY_S:
+                missing = [p.topic_name for p in publishers if p.get_subscription_count() == 0]
+                raise RuntimeError(f"segment_node did not subscribe within {DISCOVERY_S:.0f} s: {missing}")
+            executor.spin_once(timeout_sec=0.1)
+        waited = time.monotonic() - waited
+        print(f"node discovered after {waited:.1f} s; soaking {seconds:.0f} s at {rate:g} Hz", flush=True)
+
+        period = 1.0 / rate
+        start = time.time()
+        next_publish, next_rss = start, start
+        end = start + seconds
+        while True:
+            now = time.time()
+            if now >= end:
+                break
+            if now >= next_rss:
+                value = rss_mb(node_pid)
+                if value is not None:
+                    rss.append((now - start, value))
+                next_rss += RSS_EVERY_S
+            if now >= next_publish:
+                stamp = time.time_ns()
+                for camera in cameras:
+                    image, info = messages.images[camera], messages.camera_infos[camera]
+                    set_stamp(image.header, stamp + offsets_ns[camera])
+                    set_stamp(info.header, stamp + offsets_ns[camera])
+                    info_pubs[camera].publish(info)
+                    image_pubs[camera].publish(image)
+                set_stamp(messages.cloud.header, stamp)
+                cloud_pub.publish(messages.cloud)
+                published[stamp] = stamp / NS_PER_S - start
+                publish_ms.append((time.time_ns() - stamp) / 1e6)
+                next_publish += period
+                if time.time() > next_publish + period:  # publishing fell behind: do not burst to catch up
+                    next_publish = time.time()
+            wait = min(next_publish, next_rss, end) - time.time()
+            executor.spin_once(timeout_sec=max(wait, 0.0))
+        drain = time.time() + DRAIN_S  # the last scans are still in the node
+        while time.time() < drain and len(arrived.keys() & published.keys()) < len(published):
+            executor.spin_once(timeout_sec=0.05)
+        value = rss_mb(node_pid)
+        if value is not None:
+            rss.append((time.time() - start, value))
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    return {
+        "published": published,
+        "arrived": arrived,
+        "totals": totals,
+        "publish_ms": publish_ms,
+        "rss": rss,
+        "start": start,
+    }
+
+
+def summarise(records: dict, seconds: float) -> dict:
+    published, arrived, rss = records["published"], records["arrived"], records["rss"]
+    scans = sorted((t, (arrived[s] - t) * 1e3 if s in arrived else None) for s, t in published.items())
+    windows = []
+    for index in range(max(1, int(np.ceil(seconds / WINDOW_S)))):
+        low, high = index * WINDOW_S, min((index + 1) * WINDOW_S, seconds)
+        inside = [lat for t, lat in scans if low <= t < high]
+        latencies = [lat for lat in inside if lat is not None]
+        p50, p99 = percentiles(latencies)
+        samples = [mb for t, mb in rss if low <= t < high]
+        windows.append(
+            {
+                "from_s": low,
+                "to_s": high,
+                "published": len(inside),
+                "labelled": len(latencies),
+                "latency_p50_ms": p50,
+                "latency_p99_ms": p99,
+                "node_rss_mb": samples[-1] if samples else None,
+            }
+        )
+    latencies = [lat for _, lat in scans if lat is not None]
+    p50, p99 = percentiles(latencies)
+    totals = records["totals"]
+    memory = [mb for _, mb in rss]
+    overall = {
+        "published": len(scans),
+        "labelled": len(latencies),
+        "dropped": len(scans) - len(latencies),
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+        "latency_max_ms": max(latencies) if latencies else None,
+        "node_total_ms_p50": float(np.percentile(totals, 50)) if totals else None,
+        "publish_ms_p50": float(np.percentile(records["publish_ms"], 50)) if records["publish_ms"] else None,
+        "rss_first_mb": memory[0] if memory else None,
+        "rss_last_mb": memory[-1] if memory else None,
+        "rss_max_mb": max(memory) if memory else None,
+    }
+    return {"windows": windows, "overall": overall, "rss_samples": [list(s) for s in rss]}
+
+
+def print_report(summary: dict) -> None:
+    print(f"{'window [s]':>12} {'published':>10} {'labelled':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
+    for w in summary["windows"]:
+        span = f"{w['from_s']:.0f}-{w['to_s']:.0f}"
+        print(
+            f"{span:>12} {w['published']:>10} {w['labelled']:>9} {fmt(w['latency_p50_ms']):>8} "
+            f"{fmt(w['latency_p99_ms']):>8} {fmt(w['node_rss_mb']):>8}"
+        )
+    o = summary["overall"]
+    print(
+        f"overall: published {o['published']}, labelled {o['labelled']}, dropped {o['dropped']}; "
+        f"latency p50 {fmt(o['latency_p50_ms'])} ms, p99 {fmt(o['latency_p99_ms'])} ms "
+        f"(node total_ms p50 {fmt(o['node_total_ms_p50'])}, publishing p50 {fmt(o['publish_ms_p50'])}); "
+        f"node RSS first {fmt(o['rss_first_mb'])}, "
+        f"last {fmt(o['rss_last_mb'])}, max {fmt(o['rss_max_mb'])} MB"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0, help="how long to publish")
+    parser.add_argument("--rate", type=float, default=10.0, help="scans per second")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    env = ros_environment()
+    os.environ.update({k: v for k, v in env.items() if k in DDS})  # this process joins the node's graph
+    from xkd_ros.data import load_keyframe
+    from xkd_ros.data.messages import frame_to_messages
+
+    frame = load_keyframe(DATA / "nuscenes_demo")
+    messages = frame_to_messages(frame, "raw")
+    cameras = list(messages.images)
+    offsets = [frame.image_stamps[c] - frame.stamp for c in cameras]
+
+    log_path = ROOT / "out/bench_node_soak.node.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        node = subprocess.Popen(
+            node_command(cameras, offsets), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        try:
+            records = soak(node.pid, frame, messages, args.seconds, args.rate)
+        finally:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+    print(f"node log: {log_path}")
+    summary = summarise(records, args.seconds)
+    print_report(summary)
+    write_json(
+        args.json,
+        {
+            "seconds": args.seconds,
+            "rate_hz": args.rate,
+            "points": len(frame.points),
+            "cameras": cameras,
+            "ros_domain_id": env["ROS_DOMAIN_ID"],
+            "machine": platform.processor() or platform.machine(),
+            **summary,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
