@@ -16,14 +16,13 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from timing import write_json
 
-from xkd_ros.demo import NODE, ros_environment
+from xkd_ros.demo import NODE, node_command, ros_environment
 from xkd_ros.paths import config_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,26 +33,6 @@ WINDOW_S = 30.0
 DISCOVERY_S = 30.0
 DRAIN_S = 5.0
 NS_PER_S = 1_000_000_000
-
-
-def node_command(cameras: list[str], offsets: list[float]) -> list[str]:
-    """segment_node with the shipped parameters, raw rgb8 cameras, the nuScenes rig and the keyframe's
-    timing; its inputs remapped to the topics published here (like xkd_ros.demo.node_command)."""
-    ros_args = ["--params-file", str(config_path("segment.param.yaml")), "-r", f"__node:={NODE}"]
-    parameters = {
-        "rig_path": str(config_path("nuscenes.rig.yaml")),
-        "cameras": "[" + ", ".join(cameras) + "]",  # the order of camera_offsets
-        "camera_transport": "raw",
-        "qos.reliable": "true",
-        "sync.camera_offsets": "[" + ", ".join(f"{o:.4f}" for o in offsets) + "]",
-    }
-    for name, value in parameters.items():
-        ros_args += ["-p", f"{name}:={value}"]
-    ros_args += ["-r", f"/{NODE}/input/pointcloud:=/lidar/points"]
-    for camera in cameras:
-        ros_args += ["-r", f"/{NODE}/input/{camera}/image:=/cameras/{camera}/image_raw"]
-        ros_args += ["-r", f"/{NODE}/input/{camera}/camera_info:=/cameras/{camera}/camera_info"]
-    return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
 
 
 def rss_mb(pid: int) -> float | None:
@@ -255,7 +234,11 @@ def main() -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         node = subprocess.Popen(
-            node_command(cameras, offsets), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            node_command(config_path("nuscenes.rig.yaml"), cameras, offsets, compressed=False),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         try:
             records = soak(node.pid, frame, messages, args.seconds, args.rate)

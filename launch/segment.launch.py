@@ -25,7 +25,7 @@ def _fastdds_profile(context, *args, **kwargs):
     return [SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", _share("config", "fastdds.xml"))]
 
 
-def _engine_build(context, model_path):
+def _engine_build(model_path):
     """build_only:=true: build the model's TensorRT engine ahead of time (xkd-build-engine) and exit."""
     from ament_index_python.packages import get_package_prefix
     from launch.actions import ExecuteProcess
@@ -39,7 +39,7 @@ def _node(context, *args, **kwargs):
     from launch_ros.actions import Node
 
     if LaunchConfiguration("build_only").perform(context).lower() in ("true", "1"):
-        return _engine_build(context, LaunchConfiguration("model_path").perform(context))
+        return _engine_build(LaunchConfiguration("model_path").perform(context))
 
     overrides = {
         "backend": LaunchConfiguration("backend").perform(context),

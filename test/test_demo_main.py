@@ -32,8 +32,8 @@ def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, monkeyp
     cameras = nuscenes_keyframe.rig.names
     offsets = [nuscenes_keyframe.image_stamps[c] - nuscenes_keyframe.stamp for c in cameras]
     env = ros_environment()
-    node = subprocess.Popen(node_command(bag, cameras, offsets), env=env, stdout=subprocess.PIPE, text=True,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    command = node_command(bag / "rig.yaml", cameras, offsets)
+    node = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
         outputs, _, totals = listen_live(env, replay, expected=1, timeout=60)
@@ -64,8 +64,8 @@ def test_evaluate_live_mode_scores_a_running_node(tmp_path, monkeypatch):
     offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
     env = ros_environment()
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
-    node = subprocess.Popen(node_command(bag, cameras, offsets), env=env, stdout=subprocess.PIPE, text=True,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    command = node_command(bag / "rig.yaml", cameras, offsets)
+    node = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval"), "--timeout", "60"])
     finally:

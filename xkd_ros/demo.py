@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +43,6 @@ def record(out: Path, frames: int, seed: int) -> tuple[Path, list]:
     drive = [generator.sample("demo", index).frame for index in range(frames)]
     bag = out / "recording"
     if bag.exists():
-        import shutil
-
         shutil.rmtree(bag)
     return write_bag(drive, bag, storage="mcap", image_format="jpeg"), drive
 
@@ -57,12 +56,17 @@ def ros_environment() -> dict[str, str]:
     return env
 
 
-def node_command(bag: Path, cameras: list[str], offsets: list[float]) -> list[str]:
-    """segment_node with the shipped parameters, the recording's rig and timing, its topics remapped."""
+def node_command(
+    rig_path: Path, cameras: list[str], offsets: list[float], compressed: bool = True
+) -> list[str]:
+    """segment_node with the shipped parameters, this rig, these cameras and their timing (image stamp - scan
+    stamp), its inputs remapped to the topics of xkd_ros.data.rosbag.BagTopics (what write_bag records)."""
+    transport, suffix = ("compressed", "/compressed") if compressed else ("raw", "")
     ros_args = ["--params-file", str(config_path("segment.param.yaml")), "-r", f"__node:={NODE}"]
     parameters = {
-        "rig_path": str(bag / "rig.yaml"),
-        "camera_transport": "compressed",
+        "rig_path": str(rig_path),
+        "cameras": "[" + ", ".join(cameras) + "]",  # the order of camera_offsets
+        "camera_transport": transport,
         "qos.reliable": "true",
         "sync.camera_offsets": "[" + ", ".join(f"{o:.4f}" for o in offsets) + "]",
     }
@@ -70,7 +74,7 @@ def node_command(bag: Path, cameras: list[str], offsets: list[float]) -> list[st
         ros_args += ["-p", f"{name}:={value}"]
     ros_args += ["-r", f"/{NODE}/input/pointcloud:=/lidar/points"]
     for camera in cameras:
-        ros_args += ["-r", f"/{NODE}/input/{camera}/image/compressed:=/cameras/{camera}/image_raw/compressed"]
+        ros_args += ["-r", f"/{NODE}/input/{camera}/image{suffix}:=/cameras/{camera}/image_raw{suffix}"]
         ros_args += ["-r", f"/{NODE}/input/{camera}/camera_info:=/cameras/{camera}/camera_info"]
     return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     env = ros_environment()
     node = subprocess.Popen(
-        node_command(bag, cameras, offsets),
+        node_command(bag / "rig.yaml", cameras, offsets),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

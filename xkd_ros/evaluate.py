@@ -208,14 +208,8 @@ def listen_live(
     player = subprocess.Popen(replay, env=env)
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and not (player.poll() is not None and len(outputs) >= expected):
+        while time.monotonic() < deadline and player.poll() is None:
             executor.spin_once(timeout_sec=0.1)
-            if (
-                player.poll() is not None
-                and time.monotonic() > deadline - timeout + 5
-                and len(outputs) >= expected
-            ):
-                break
         settle = time.monotonic() + 3.0  # the last scans are still in the node
         while time.monotonic() < settle and len(outputs) < expected:
             executor.spin_once(timeout_sec=0.1)

@@ -260,12 +260,12 @@ class Trainer:
                 continue
             batches = _endless(self._loader(stage), epoch=self.step)
             progress = tqdm(range(self.step, steps), desc=f"{self.config.name} {stage}", disable=not main)
-            for self.step in progress:
+            for step in progress:
                 losses = self._loss(stage, next(batches), class_weights)
                 self.optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 self.optimizer.step()
-                done = self.step = self.step + 1  # saved states below are after this step
+                done = self.step = step + 1  # the states saved below are after this step
                 row = {"stage": stage, "step": done, "seconds": round(time.perf_counter() - started, 1)}
                 row |= {name: round(value.item(), 5) for name, value in losses.items()}
                 if stage == "finetune" and (done % self.config.validate_every == 0 or done == steps) and main:
