@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from conftest import NUSCENES_COUNTS
 
-from xkd_ros.data.messages import MessageError, frame_from_messages, frame_to_messages, stamp_to_ns
+from xkd_ros.data.messages import (
+    MessageError,
+    frame_from_messages,
+    frame_to_messages,
+    rgb_from_image,
+    stamp_to_ns,
+)
 from xkd_ros.projection_demo import main
 
 
@@ -28,6 +34,29 @@ def test_frame_messages_round_trip(rellis_frame, image_format):
     assert back.image_stamps == rellis_frame.image_stamps
     error = np.abs(back.images["pylon_camera"].astype(int) - rellis_frame.images["pylon_camera"]).mean()
     assert error == 0 if image_format != "jpeg" else error < 3
+
+
+@pytest.mark.parametrize("reduction", [2, 4, 8])
+def test_jpeg_decoded_at_a_reduced_scale(nuscenes_keyframe, reduction):
+    msg = frame_to_messages(nuscenes_keyframe, "jpeg").images["CAM_FRONT"]
+    rgb = rgb_from_image(msg, reduction)
+    height, width = -(-900 // reduction), 1600 // reduction  # libjpeg rounds up: 113 rows at 8
+    assert rgb.shape == (height, width, 3)
+    assert rgb.flags.writeable
+    full = nuscenes_keyframe.images["CAM_FRONT"]
+    expected = cv2.resize(full, (width, height), interpolation=cv2.INTER_AREA)
+    assert np.abs(rgb.astype(int) - expected).mean() < 4  # RGB order, the same picture
+    raw = frame_to_messages(nuscenes_keyframe, "raw").images["CAM_FRONT"]
+    assert rgb_from_image(raw, reduction).shape == (900, 1600, 3)  # a raw Image comes whole
+
+
+def test_undecodable_jpeg_and_unknown_reduction_are_errors(nuscenes_keyframe):
+    msg = frame_to_messages(nuscenes_keyframe, "jpeg").images["CAM_FRONT"]
+    with pytest.raises(ValueError, match="reduction: 3"):
+        rgb_from_image(msg, 3)
+    msg.data = bytes(100)
+    with pytest.raises(MessageError, match="CompressedImage field `data` \\(100 bytes"):
+        rgb_from_image(msg, 2)
 
 
 def test_stamps_keep_their_decimal_value():

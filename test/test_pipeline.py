@@ -51,6 +51,26 @@ def test_segments_the_real_keyframe(segmenter, nuscenes_keyframe, fused):
     assert fused.timings["total_ms"] == pytest.approx(parts, rel=1e-9)
 
 
+def test_jpeg_decoded_at_half_size_labels_like_the_full_image(segmenter, nuscenes_keyframe, fused):
+    """What the node does with 1600x900 CompressedImages (decode_reduction 2): the labels stay those of
+    the full-size images but for a few points on class borders."""
+    from xkd_ros.data.messages import frame_to_messages, rgb_from_image
+    from xkd_ros.preprocess import decode_reduction
+
+    frame, messages = nuscenes_keyframe, frame_to_messages(nuscenes_keyframe, "jpeg")
+    rig = frame.compensated_rig()
+    full = {c: rgb_from_image(m) for c, m in messages.images.items()}
+    half = {
+        c: rgb_from_image(m, decode_reduction(rig[c].intrinsics, segmenter.preprocess))
+        for c, m in messages.images.items()
+    }
+    assert {image.shape for image in half.values()} == {(450, 800, 3)}
+    labels_full = segmenter.segment(frame.points, frame.channels, full, rig).labels
+    labels_half = segmenter.segment(frame.points, frame.channels, half, rig).labels
+    assert (labels_half == labels_full).mean() > 0.98
+    assert (labels_full == fused.labels).mean() > 0.98  # JPEG itself changes as little
+
+
 def test_invalid_points_are_ignored_with_zero_confidence(segmenter, nuscenes_keyframe, fused):
     frame = nuscenes_keyframe
     points = with_nan_points(frame, ([3, 10], [5]))

@@ -16,9 +16,12 @@ from xkd_ros.preprocess import (
     NUSCENES_CAMERAS,
     PreprocessConfig,
     batch,
+    decode_reduction,
+    image_reduction,
     input_spec,
     prepare,
     prepare_frame,
+    resize_image,
 )
 
 CONFIG = PreprocessConfig()
@@ -222,10 +225,53 @@ def test_a_missing_camera_gets_a_zero_image_and_sees_nothing(nuscenes_keyframe, 
     np.testing.assert_array_equal(inputs.point_visible[:, [0, 2]], keyframe_inputs.point_visible[:, [0, 3]])
 
 
-def test_an_image_of_the_wrong_size_is_an_error(nuscenes_keyframe):
-    images = dict(nuscenes_keyframe.images, CAM_FRONT=np.zeros((450, 800, 3), dtype=np.uint8))
-    with pytest.raises(ValueError, match="CAM_FRONT"):
+@pytest.mark.parametrize(
+    "shape", [(675, 1200, 3), (900, 1200, 3), (1600, 900, 3), (900, 1600), (300, 533, 3)]
+)
+def test_an_image_of_the_wrong_size_is_an_error(nuscenes_keyframe, shape):
+    images = dict(nuscenes_keyframe.images, CAM_FRONT=np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"images\.CAM_FRONT: expected \(900, 1600, 3\)"):
         prepare(nuscenes_keyframe.points, nuscenes_keyframe.channels, images, nuscenes_keyframe.rig, CONFIG)
+
+
+def test_an_image_at_a_reduced_scale_covers_the_same_coordinates(nuscenes_keyframe, keyframe_inputs):
+    """A JPEG decoded at half size (or a binned sensor) is its calibrated image at half the pixels: the
+    points keep their coordinates and the network image stays close to the full-size one."""
+    import cv2
+
+    half = {
+        c: cv2.resize(i, (800, 450), interpolation=cv2.INTER_AREA)
+        for c, i in nuscenes_keyframe.images.items()
+    }
+    inputs = prepare(
+        nuscenes_keyframe.points, nuscenes_keyframe.channels, half, nuscenes_keyframe.rig, CONFIG
+    )
+    np.testing.assert_array_equal(inputs.point_uv, keyframe_inputs.point_uv)
+    np.testing.assert_array_equal(inputs.point_visible, keyframe_inputs.point_visible)
+    grey_levels = np.abs(inputs.images - keyframe_inputs.images) * np.array(IMAGENET_STD)[:, None, None] * 255
+    assert grey_levels.mean() < 1.5
+
+
+def test_image_reduction_and_decode_reduction():
+    def camera(width, height):
+        return CameraIntrinsics(
+            width, height, np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]])
+        )
+
+    nuscenes = camera(1600, 900)
+    assert [
+        image_reduction(s, nuscenes) for s in [(900, 1600), (450, 800), (225, 400), (450, 801), (113, 200)]
+    ] == [
+        1,
+        2,
+        4,
+        None,
+        None,
+    ]
+    assert decode_reduction(nuscenes, CONFIG) == 2  # 800x450 is still twice 240x136; 400x225 is not
+    assert decode_reduction(camera(480, 270), CONFIG) == 1  # the synthetic cameras
+    assert decode_reduction(camera(3840, 2160), CONFIG) == 4  # 960x540; 480x270 is under 2 x 136 high
+    assert decode_reduction(camera(1601, 900), CONFIG) == 1  # 800.5 pixels: no exact reduction
 
 
 def test_invalid_points_get_zeros_and_keep_their_place(nuscenes_keyframe, keyframe_inputs):
@@ -271,13 +317,42 @@ def test_images_are_normalised_rgb(nuscenes_keyframe):
     )
 
 
-def test_real_images_are_resized_with_area_averaging(nuscenes_keyframe, keyframe_inputs):
-    import cv2
-
+def test_real_images_are_resized_by_resize_image_and_normalised(nuscenes_keyframe, keyframe_inputs):
     image = nuscenes_keyframe.images["CAM_FRONT"]
-    small = cv2.resize(image, (240, 136), interpolation=cv2.INTER_AREA) / 255.0
+    small = resize_image(image, 240, 136) / 255.0
     expected = ((small - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
     np.testing.assert_allclose(keyframe_inputs.images[0], expected, atol=1e-5)
+
+
+def test_resize_image_stays_close_to_area_averaging_on_real_images(nuscenes_keyframe):
+    import cv2
+
+    for camera, image in nuscenes_keyframe.images.items():
+        fast = resize_image(image, 240, 136).astype(np.float64)
+        area = cv2.resize(image, (240, 136), interpolation=cv2.INTER_AREA).astype(np.float64)
+        assert fast.shape == (136, 240, 3), camera
+        assert np.abs(fast - area).mean() < 1.0, camera
+
+
+def test_resize_image_anti_aliases_fine_patterns():
+    """Texture finer than the network's pixels averages out instead of aliasing into stripes of full
+    contrast, as plain bilinear sampling of a 1600x900 image would (std 40 and 111 grey levels here)."""
+    y, x = np.mgrid[:900, :1600]
+    for pattern, worst in (((x + y) % 2, 15), ((x // 3) % 2, 30)):
+        image = np.repeat((pattern * 255).astype(np.uint8)[..., None], 3, axis=2)
+        small = resize_image(image, 240, 136).astype(np.float64)
+        assert abs(small.mean() - 127.5) < 2
+        assert small.std() < worst
+
+
+def test_resize_image_is_area_averaging_for_images_up_to_twice_the_target():
+    """The synthetic 480x270 cameras the default model is trained on take INTER_AREA unchanged."""
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, (270, 480, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        resize_image(image, 240, 136), cv2.resize(image, (240, 136), interpolation=cv2.INTER_AREA)
+    )
 
 
 def test_deterministic(nuscenes_keyframe, keyframe_inputs):

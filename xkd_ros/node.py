@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ from xkd_ros.inference import choose_backend
 from xkd_ros.msgs import camera_info_to_intrinsics, create_labeled_cloud
 from xkd_ros.paths import config_path, share_dir
 from xkd_ros.pipeline import Segmenter
+from xkd_ros.preprocess import check_image, decode_reduction
 from xkd_ros.sync import Collector, SyncConfig
 
 __all__ = ["DEFAULTS", "ParameterError", "SegmentNode", "StartupError", "main", "validate_parameters"]
@@ -211,6 +214,13 @@ class SegmentNode(Node):
             )
         )
         self.compressed = p["camera_transport"] == "compressed"
+        # JPEG decoding releases the GIL, so a thread per camera (up to the cores) spreads it over them.
+        workers = min(len(self.cameras), os.cpu_count() or 1)
+        self._decoder = (
+            ThreadPoolExecutor(workers, thread_name_prefix="decode")
+            if self.compressed and workers > 1
+            else None
+        )
         self.classes = self.segmenter.classes
 
         depth = int(p["qos.depth"])
@@ -253,7 +263,7 @@ class SegmentNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/class_markers", latched)
         self.debug_pubs = {
             name: self.create_publisher(Float64, f"~/debug/{name}_ms", 10)
-            for name in (*STAGES, "pipeline_latency")
+            for name in ("decode", *STAGES, "pipeline_latency")
         }
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(0.01, self._on_poll)
@@ -308,6 +318,7 @@ class SegmentNode(Node):
             self._process(synced)
 
     def _process(self, synced: Any) -> None:
+        start = time.perf_counter()
         cloud = synced.scan
         try:
             points, channels = points_from_cloud(cloud, "~/input/pointcloud")
@@ -316,23 +327,13 @@ class SegmentNode(Node):
             self._warn("~/input/pointcloud", f"malformed PointCloud2, scan skipped: {error}")
             return
         rig = self._current_rig()
-        images = {}
-        for camera, (_, msg) in synced.images.items():
-            topic = self._image_topic(camera)
-            try:
-                rgb = rgb_from_image(msg)
-            except Exception as error:  # malformed image: that camera is missing for this scan
-                self._warn(topic, f"malformed image, camera left out: {error}")
-                continue
-            intrinsics = rig[camera].intrinsics
-            if rgb.shape != (intrinsics.height, intrinsics.width, 3):
-                self._warn(
-                    topic,
-                    f"image {rgb.shape[1]}x{rgb.shape[0]} but calibrated {intrinsics.width}x"
-                    f"{intrinsics.height}, camera left out",
-                )
-                continue
-            images[camera] = rgb
+        received = [(camera, msg) for camera, (_, msg) in synced.images.items()]
+        if self._decoder is not None:
+            decoded = list(self._decoder.map(lambda item: self._decode(*item, rig), received))
+        else:
+            decoded = [self._decode(camera, msg, rig) for camera, msg in received]
+        images = {camera: rgb for (camera, _), rgb in zip(received, decoded, strict=True) if rgb is not None}
+        decode_ms = 1e3 * (time.perf_counter() - start)
         self._last_missing = tuple(c for c in self.cameras if c not in images)
         self._last_matched = len(images)
         try:
@@ -348,10 +349,29 @@ class SegmentNode(Node):
         self.cloud_pub.publish(out)
         self._processed += 1
         self._frame_id = cloud.header.frame_id or self._frame_id
+        self.debug_pubs["decode"].publish(Float64(data=decode_ms))
         for stage in STAGES:
             self.debug_pubs[stage].publish(Float64(data=float(result.timings[f"{stage}_ms"])))
         latency = (self.get_clock().now().nanoseconds * 1e-9 - synced.stamp) * 1e3
         self.debug_pubs["pipeline_latency"].publish(Float64(data=latency))
+
+    def _decode(self, camera: str, msg: Any, rig: Rig) -> np.ndarray | None:
+        """One camera's image as RGB (a JPEG at the reduced scale the network allows), or None with a warning
+        naming the topic: a bad image leaves its camera out of this scan and nothing else."""
+        topic = self._image_topic(camera)
+        intrinsics = rig[camera].intrinsics
+        reduction = decode_reduction(intrinsics, self.segmenter.preprocess) if self.compressed else 1
+        try:
+            rgb = rgb_from_image(msg, reduction)
+        except Exception as error:  # malformed image: any decoding failure
+            self._warn(topic, f"malformed image, camera left out: {error}")
+            return None
+        try:
+            check_image(camera, rgb, intrinsics)
+        except ValueError as error:
+            self._warn(topic, f"{error}, camera left out")
+            return None
+        return rgb
 
     def _current_rig(self) -> Rig:
         intrinsics = self._intrinsics
@@ -426,6 +446,11 @@ class SegmentNode(Node):
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array_msg)
+
+    def destroy_node(self) -> None:
+        if self._decoder is not None:
+            self._decoder.shutdown(wait=True)
+        super().destroy_node()
 
     # ---------------------------------------------------------------- helpers
     def _image_topic(self, camera: str) -> str:

@@ -22,7 +22,7 @@ import onnxruntime
 from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
-from xkd_ros.preprocess import PreprocessConfig, prepare
+from xkd_ros.preprocess import PreprocessConfig, check_image, prepare
 
 if TYPE_CHECKING:
     from xkd_ros.data.frame import Frame
@@ -154,10 +154,4 @@ def _check_images(images: Mapping[str, np.ndarray], rig: Rig) -> None:
     for camera, image in images.items():
         if camera not in rig.cameras:
             raise ValueError(f"images.{camera}: camera is not in the rig {rig.names}")
-        intrinsics = rig[camera].intrinsics
-        expected = (intrinsics.height, intrinsics.width, 3)
-        if image.shape != expected or image.dtype != np.uint8:
-            raise ValueError(
-                f"images.{camera}: expected {expected} uint8 RGB as calibrated, "
-                f"got {image.shape} {image.dtype}"
-            )
+        check_image(camera, image, rig[camera].intrinsics)
