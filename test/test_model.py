@@ -240,3 +240,41 @@ def test_onnx_export_matches_torch_for_any_point_count(tmp_path, use_images):
         top2 = probabilities.topk(2).values  # labels agree wherever the choice is not a near-tie
         clear = (top2[:, 0] - top2[:, 1] > 1e-4).numpy()
         assert np.array_equal(outputs[0][clear], expected[0].numpy()[clear])
+
+
+def test_sample_views_is_grid_sample_with_border_padding():
+    """The gathers that replace grid_sample give its values and gradients, across frames, at the image
+    border and outside it (border padding), for the coordinates preprocess writes (align_corners=False)."""
+    from torch.nn import functional
+
+    from xkd_ros.model import sample_views
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 8, 17, 30, dtype=torch.float64, generator=generator)
+    uv = torch.rand(1000, 6, 2, dtype=torch.float64, generator=generator) * 2.4 - 1.2
+    uv[:10], uv[10:20] = 1.0, -1.0
+    sizes = [400, 600]
+
+    def reference(features, uv):
+        views = []
+        for frame, points in enumerate(uv.split(sizes)):
+            grid = points.transpose(0, 1).unsqueeze(1)
+            values = functional.grid_sample(
+                features[6 * frame : 6 * frame + 6],
+                grid,
+                "bilinear",
+                padding_mode="border",
+                align_corners=False,
+            )
+            views.append(values.squeeze(2).permute(2, 0, 1))
+        return torch.cat(views)
+
+    mine = features.clone().requires_grad_()
+    theirs = features.clone().requires_grad_()
+    sampled, expected = sample_views(mine, uv, sizes), reference(theirs, uv)
+    torch.testing.assert_close(sampled, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(sample_views(features[:6], uv[:400], None), expected[:400], rtol=0, atol=1e-12)
+    weights = torch.randn(sampled.shape, dtype=torch.float64, generator=generator)
+    (sampled * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-12)

@@ -14,10 +14,10 @@ MODEL = REPO / "models/xkd_synthetic.onnx"
 # Operators of onnx-tensorrt's supported list (TensorRT 10) that a segmentation network of this kind may use.
 TENSORRT_OPS = {
     "Add", "ArgMax", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Equal",
-    "Exp", "Expand", "Flatten", "Gather", "GatherElements", "GatherND", "Gemm", "Greater", "GridSample",
-    "Identity", "LeakyRelu", "Less", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Pad", "ReduceMax",
-    "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Split",
-    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gemm", "Greater",
+    "GridSample", "Identity", "LeakyRelu", "Less", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Pad",
+    "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
 }  # fmt: skip
 DATA_DEPENDENT = {"NonZero", "Unique", "Loop", "If", "Scan", "NonMaxSuppression", "Compress"}
 
@@ -53,5 +53,7 @@ def test_operators_are_tensorrt_ones(model):
     assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)  # no custom ops, no plugins
     assert ops["Softmax"] >= 1
     assert ops["Exp"] == 0  # Softmax stays one op, not decomposed into Exp / ReduceSum / Div
-    assert ops["GridSample"] == 1  # the fusion's bilinear sampling (TensorRT >= 8.5)
+    # The fusion's bilinear sampling: four row gathers (Gather, GatherND in every TensorRT), not GridSample.
+    assert ops["GridSample"] == 0
+    assert ops["Floor"] == 2
     assert {opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")} == {18}

@@ -1,9 +1,12 @@
 """`segment_node`: the ROS 2 glue around Collector (sync) and Segmenter (pipeline).
 
 Callbacks only store messages (stamped by their header, timed by time.monotonic on arrival); a 10 ms timer
-polls the collector and runs decode -> segment -> publish on the newest ready scan, so latency never builds
-up. Parameters are validated against config/segment.schema.json at start-up; a bad parameter, model or
-calibration is an error naming it, and the process exits non-zero.
+polls the collector and runs decode -> segment -> publish on the newest ready scan. With the shipped queue
+depth of 1 a busy node finds only the newest messages when it looks again, so latency does not build up
+(the executor takes one message per topic per turn: a deeper queue is worked through oldest first).
+CompressedImages are decoded over a thread pool, at the reduced scale the network allows. Parameters are
+validated against config/segment.schema.json at start-up; a bad parameter, model or calibration is an error
+naming it, and the process exits non-zero.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "sync.timeout": 0.1,
     "sync.camera_offsets": [],
     "qos.reliable": False,
-    "qos.depth": 5,
+    "qos.depth": 1,
 }
 # Parameters every rclpy node has, or that ROS tooling adds: not ours to validate.
 _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional
 
 from xkd_ros.model.config import ModelConfig
 from xkd_ros.model.layers import linear_bn_act
@@ -14,19 +13,32 @@ from xkd_ros.model.layers import linear_bn_act
 def sample_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int] | None) -> Tensor:
     """(B*M, C, h, w) features at every point's projection in each camera of its frame -> (N, M, C).
 
-    `frame_sizes` splits the points into their frames (None: one frame). The Python loop runs once per frame
-    (a batch is a few frames; an exported model sees one), each a single grid_sample over the M cameras.
-    Border padding: a point in the last half pixel of an image (u in [W - 0.5, W)) reads the edge, not zeros.
+    `frame_sizes` splits the points into their frames (None: one frame, as an exported model sees). The
+    values are grid_sample's (bilinear, align_corners=False, border padding: a point in the last half pixel
+    reads the edge), computed as four gathers of C-float pixel rows: ONNX Runtime's GridSample kernel spent
+    46 of the model's 82 ms on 34,688 points x 6 cameras on 2 CPU cores; Gather is a row copy.
     """
+    views, channels, height, width = image_features.shape
     cameras = point_uv.shape[1]
-    chunks = [point_uv] if frame_sizes is None else list(point_uv.split(frame_sizes))
-    sampled = []
-    for frame, uv in enumerate(chunks):
-        grid = uv.transpose(0, 1).unsqueeze(1)  # (M, 1, N_b, 2)
-        views = image_features[frame * cameras : (frame + 1) * cameras]
-        values = functional.grid_sample(views, grid, "bilinear", padding_mode="border", align_corners=False)
-        sampled.append(values.squeeze(2).permute(2, 0, 1))  # (N_b, M, C)
-    return sampled[0] if len(sampled) == 1 else torch.cat(sampled)
+    table = image_features.permute(0, 2, 3, 1).reshape(views * height * width, channels)  # a row per pixel
+    view = torch.arange(cameras, device=point_uv.device).unsqueeze(0)  # (1, M)
+    if frame_sizes is not None and len(frame_sizes) > 1:
+        frame = torch.repeat_interleave(
+            torch.arange(len(frame_sizes), device=point_uv.device),
+            torch.tensor(frame_sizes, device=point_uv.device),
+        )
+        view = view + frame.unsqueeze(1) * cameras  # (N, M)
+    # grid_sample's unnormalisation for align_corners=False, then the border clamp.
+    x = (((point_uv[..., 0] + 1) * width - 1) / 2).clamp(0, width - 1)
+    y = (((point_uv[..., 1] + 1) * height - 1) / 2).clamp(0, height - 1)
+    x0, y0 = x.floor(), y.floor()
+    wx, wy = (x - x0).unsqueeze(2), (y - y0).unsqueeze(2)
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+    row0, row1 = (view * height + y0) * width, (view * height + y1) * width
+    top = table[row0 + x0] * (1 - wx) + table[row0 + x1] * wx
+    bottom = table[row1 + x0] * (1 - wx) + table[row1 + x1] * wx
+    return top * (1 - wy) + bottom * wy
 
 
 class ViewFusion(nn.Module):
