@@ -27,6 +27,9 @@ test: lint
 bench: $(STAMP)
 	$(PYTHON) bench/bench_foundation.py --json out/bench/foundation.json
 	$(PYTHON) bench/bench_synthetic.py --seed 5 --json out/bench/synthetic.json
+	$(PYTHON) bench/bench_preprocess.py --json out/bench/preprocess.json
+	$(PYTHON) bench/bench_model.py --model models/xkd_synthetic.onnx --json out/bench/model.json
+	$(PYTHON) bench/bench_node_path.py --json out/bench/node_path.json
 
 clean:
 	rm -rf $(VENV) build install log out

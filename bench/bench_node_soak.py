@@ -63,6 +63,7 @@ def set_stamp(header, ns: int) -> None:
 def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
     """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed; returns the records."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -75,6 +76,7 @@ def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
     totals: list[float] = []
     publish_ms: list[float] = []  # time this process spends publishing one scan's messages
     rss: list[tuple[float, float]] = []
+    diagnostics: dict[str, str] = {}  # the node's last /diagnostics values: its own count of scans
     start = time.time()
 
     def on_labelled(msg: PointCloud2) -> None:
@@ -91,6 +93,12 @@ def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
     info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
     node.create_subscription(PointCloud2, f"/{NODE}/output/labeled_cloud", on_labelled, qos)
     node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 50)
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: diagnostics.update({kv.key: kv.value for kv in m.status[0].values}),
+        10,
+    )
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
@@ -151,6 +159,7 @@ def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
         "publish_ms": publish_ms,
         "rss": rss,
         "start": start,
+        "diagnostics": diagnostics,
     }
 
 
@@ -183,6 +192,7 @@ def summarise(records: dict, seconds: float) -> dict:
         "published": len(scans),
         "labelled": len(latencies),
         "dropped": len(scans) - len(latencies),
+        "dropped_at_s": [round(t, 2) for t, lat in scans if lat is None],  # publish times of the lost scans
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
         "latency_max_ms": max(latencies) if latencies else None,
@@ -192,7 +202,13 @@ def summarise(records: dict, seconds: float) -> dict:
         "rss_last_mb": memory[-1] if memory else None,
         "rss_max_mb": max(memory) if memory else None,
     }
-    return {"windows": windows, "overall": overall, "rss_samples": [list(s) for s in rss]}
+    node = {k: v for k, v in records["diagnostics"].items() if k.startswith("scans")}
+    return {
+        "windows": windows,
+        "overall": overall,
+        "node_counts": node,
+        "rss_samples": [list(s) for s in rss],
+    }
 
 
 def print_report(summary: dict) -> None:
@@ -210,6 +226,10 @@ def print_report(summary: dict) -> None:
         f"(node total_ms p50 {fmt(o['node_total_ms_p50'])}, publishing p50 {fmt(o['publish_ms_p50'])}); "
         f"node RSS first {fmt(o['rss_first_mb'])}, "
         f"last {fmt(o['rss_last_mb'])}, max {fmt(o['rss_max_mb'])} MB"
+    )
+    print(
+        "node's own counts (/diagnostics): "
+        + ", ".join(f"{k} {v}" for k, v in summary["node_counts"].items())
     )
 
 

@@ -18,7 +18,7 @@ from timing import median_ms, write_json
 
 from xkd_ros.data import load_keyframe, load_rellis3d_frame
 from xkd_ros.geometry import project_points
-from xkd_ros.preprocess import PreprocessConfig, prepare_frame
+from xkd_ros.preprocess import PreprocessConfig, prepare_frame, resize_image
 
 DATA = Path(__file__).resolve().parent.parent / "test/data"
 
@@ -39,10 +39,9 @@ def main() -> None:
     results["nuscenes_project_occlusion_ms"] = median_ms(
         lambda: project_points(nuscenes.points, rig, config.min_depth, config.occlusion_cell), args.repeat
     )
-    size = (config.image_width, config.image_height)
+    width, height = config.image_width, config.image_height
     results["nuscenes_resize_6_images_ms"] = median_ms(
-        lambda: [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in nuscenes.images.values()],
-        args.repeat,
+        lambda: [resize_image(image, width, height) for image in nuscenes.images.values()], args.repeat
     )
 
     rellis = load_rellis3d_frame(DATA / "rellis3d_000104")

@@ -242,12 +242,12 @@ def test_onnx_export_matches_torch_for_any_point_count(tmp_path, use_images):
         assert np.array_equal(outputs[0][clear], expected[0].numpy()[clear])
 
 
-def test_sample_views_is_grid_sample_with_border_padding():
-    """The gathers that replace grid_sample give its values and gradients, across frames, at the image
-    border and outside it (border padding), for the coordinates preprocess writes (align_corners=False)."""
+def test_gather_views_is_grid_sample_with_border_padding():
+    """The gathers an exported model samples with give grid_sample's values and gradients, across frames, at
+    the image border and outside it (border padding), for the coordinates preprocess writes."""
     from torch.nn import functional
 
-    from xkd_ros.model import sample_views
+    from xkd_ros.model import gather_views, sample_views
 
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(12, 8, 17, 30, dtype=torch.float64, generator=generator)
@@ -271,9 +271,10 @@ def test_sample_views_is_grid_sample_with_border_padding():
 
     mine = features.clone().requires_grad_()
     theirs = features.clone().requires_grad_()
-    sampled, expected = sample_views(mine, uv, sizes), reference(theirs, uv)
+    sampled, expected = gather_views(mine, uv, sizes), reference(theirs, uv)
     torch.testing.assert_close(sampled, expected, rtol=0, atol=1e-12)
-    torch.testing.assert_close(sample_views(features[:6], uv[:400], None), expected[:400], rtol=0, atol=1e-12)
+    torch.testing.assert_close(gather_views(features[:6], uv[:400], None), expected[:400], rtol=0, atol=1e-12)
+    torch.testing.assert_close(sample_views(features, uv, sizes), expected, rtol=0, atol=0)  # eager
     weights = torch.randn(sampled.shape, dtype=torch.float64, generator=generator)
     (sampled * weights).sum().backward()
     (expected * weights).sum().backward()

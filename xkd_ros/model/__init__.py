@@ -5,7 +5,7 @@ Needs the `train` extra (torch); inference without torch goes through xkd_ros.in
 
 from xkd_ros.model.config import FUSION_KINDS, POINT_CHANNELS, RANGE_CHANNELS, ModelConfig
 from xkd_ros.model.export import FUSION_INPUTS, LIDAR_INPUTS, ONNX_OPSET, SegmentationExport, export_onnx
-from xkd_ros.model.fusion import ViewFusion, sample_views
+from xkd_ros.model.fusion import ViewFusion, gather_views, sample_views
 from xkd_ros.model.image_branch import ImageBranch, ImageEncoder, PretrainedReport
 from xkd_ros.model.network import FusionModel, LidarOnlyModel, build_model
 from xkd_ros.model.range_branch import RangeBranch, gather_pixels
@@ -29,5 +29,6 @@ __all__ = [
     "build_model",
     "export_onnx",
     "gather_pixels",
+    "gather_views",
     "sample_views",
 ]

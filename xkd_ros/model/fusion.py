@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from xkd_ros.model.config import ModelConfig
 from xkd_ros.model.layers import linear_bn_act
@@ -13,11 +14,28 @@ from xkd_ros.model.layers import linear_bn_act
 def sample_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int] | None) -> Tensor:
     """(B*M, C, h, w) features at every point's projection in each camera of its frame -> (N, M, C).
 
-    `frame_sizes` splits the points into their frames (None: one frame, as an exported model sees). The
-    values are grid_sample's (bilinear, align_corners=False, border padding: a point in the last half pixel
-    reads the edge), computed as four gathers of C-float pixel rows: ONNX Runtime's GridSample kernel spent
-    46 of the model's 82 ms on 34,688 points x 6 cameras on 2 CPU cores; Gather is a row copy.
+    `frame_sizes` splits the points into their frames (None: one frame, as an exported model sees). Bilinear,
+    align_corners=False, border padding (a point in the last half pixel reads the edge). Two ways to the same
+    values (a test holds them to 1e-12), each the fast one where it runs: an exported graph gathers pixel rows
+    (`gather_views`), since ONNX Runtime's GridSample kernel spent 46 of the model's 82 ms on 2 CPU cores;
+    eager PyTorch (training, the torch backend) calls grid_sample, whose kernel beats the gathers there.
     """
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return gather_views(image_features, point_uv, frame_sizes)
+    cameras = point_uv.shape[1]
+    chunks = [point_uv] if frame_sizes is None else list(point_uv.split(frame_sizes))
+    sampled = []
+    for frame, uv in enumerate(chunks):  # once per frame: a batch is a few frames
+        grid = uv.transpose(0, 1).unsqueeze(1)  # (M, 1, N_b, 2)
+        views = image_features[frame * cameras : (frame + 1) * cameras]
+        values = functional.grid_sample(views, grid, "bilinear", padding_mode="border", align_corners=False)
+        sampled.append(values.squeeze(2).permute(2, 0, 1))  # (N_b, M, C)
+    return sampled[0] if len(sampled) == 1 else torch.cat(sampled)
+
+
+def gather_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int] | None) -> Tensor:
+    """`sample_views` as four gathers of C-float pixel rows and their bilinear weights (Gather, Floor,
+    Clip: ops every ONNX runtime and TensorRT run fast), after grid_sample's unnormalisation and clamp."""
     views, channels, height, width = image_features.shape
     cameras = point_uv.shape[1]
     table = image_features.permute(0, 2, 3, 1).reshape(views * height * width, channels)  # a row per pixel
@@ -28,7 +46,6 @@ def sample_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int
             torch.tensor(frame_sizes, device=point_uv.device),
         )
         view = view + frame.unsqueeze(1) * cameras  # (N, M)
-    # grid_sample's unnormalisation for align_corners=False, then the border clamp.
     x = (((point_uv[..., 0] + 1) * width - 1) / 2).clamp(0, width - 1)
     y = (((point_uv[..., 1] + 1) * height - 1) / 2).clamp(0, height - 1)
     x0, y0 = x.floor(), y.floor()
