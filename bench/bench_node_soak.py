@@ -238,6 +238,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0, help="how long to publish")
     parser.add_argument("--rate", type=float, default=10.0, help="scans per second")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="a segment_node parameter over the shipped ones, e.g. qos.depth:=5 (repeatable)",
+    )
     args = parser.parse_args()
 
     env = ros_environment()
@@ -254,7 +261,8 @@ def main() -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         node = subprocess.Popen(
-            node_command(config_path("nuscenes.rig.yaml"), cameras, offsets, compressed=False),
+            node_command(config_path("nuscenes.rig.yaml"), cameras, offsets, compressed=False)
+            + [arg for parameter in args.node_param for arg in ("-p", parameter)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
