@@ -439,8 +439,7 @@ def _cameras(
     lut = lut.astype(np.float32)
     for camera in present:
         check_image(camera, images[camera], rig[camera].intrinsics)
-        image = images[camera]
-        small = resize_image(image, w, h)
+        small = resize_image(images[camera], w, h)
         out = batch[config.cameras.index(camera)]
         for c in range(3):
             np.take(lut[c], small[:, :, c], out=out[c])
