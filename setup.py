@@ -18,7 +18,7 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
     return entries
 
 
-RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.8", "PyYAML>=6", "onnxruntime>=1.18"]
+RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.8", "PyYAML>=6", "onnxruntime>=1.18", "jsonschema>=4"]
 ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install
     "ros-rclpy[fastrtps]",
     "ros-std-msgs",
@@ -32,6 +32,8 @@ TRAIN = ["torch==2.13.0", "onnx", "onnxscript"]
 TEST = [
     *DATA,
     "pytest",
+    "pytest-timeout",
+    "hypothesis",
     "ruff",
     "jsonschema",
     "colcon-core",
