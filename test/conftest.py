@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xkd_ros.ros_env import reserve_domain_id, ros_environment
+
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent
 NUSCENES_COUNTS = {  # SOURCE.md: depth > 0.1 m and inside 1600x900
@@ -15,6 +17,35 @@ NUSCENES_COUNTS = {  # SOURCE.md: depth > 0.1 m and inside 1600x900
     "CAM_BACK_LEFT": 4097,
     "CAM_BACK_RIGHT": 3379,
 }
+
+
+DDS_VARIABLES = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def _joined(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name in DDS_VARIABLES:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+
+
+@pytest.fixture
+def ros_env(monkeypatch):
+    """A ROS domain reserved for this test (no other process uses it meanwhile), loopback discovery and the
+    large-data Fast DDS profile; this process joins it (os.environ, restored afterwards) and the returned
+    environment is for the subprocesses it starts."""
+    with reserve_domain_id() as domain_id:
+        env = ros_environment(domain_id)
+        _joined(monkeypatch, env)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def module_ros_env():
+    """ros_env for module-scoped fixtures (a node process shared by the tests of one file)."""
+    with reserve_domain_id() as domain_id, pytest.MonkeyPatch.context() as monkeypatch:
+        env = ros_environment(domain_id)
+        _joined(monkeypatch, env)
+        yield env
 
 
 @pytest.fixture(scope="session")
