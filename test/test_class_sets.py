@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 
 CLASS_SETS = sorted(path.stem for path in (REPO / "config/classes").glob("*.yaml"))
 
@@ -85,3 +85,26 @@ def test_semantickitti_class_set_lists_the_34_raw_ids():
         0, 1, 10, 11, 13, 15, 16, 18, 20, 30, 31, 32, 40, 44, 48, 49, 50, 51, 52, 60, 70, 71, 72, 80, 81, 99,
         *range(252, 260),
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["{path}", "../classes/synthetic", "/etc/hostname", ".hidden", "", "synthetic/../nuscenes", ["x"]]
+)
+def test_a_class_set_name_is_never_a_path(tmp_path, name):
+    """Names come from model files and bags: a path in one must not be opened, even one to a valid file."""
+    valid = tmp_path / "mine.yaml"
+    valid.write_text((REPO / "config/classes/synthetic.yaml").read_text())
+    name = str(valid) if name == "{path}" else name
+    with pytest.raises(ValueError, match="not a class set name"):
+        load_class_set(name)
+
+
+def test_a_file_the_user_names_loads_through_from_yaml(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text((REPO / "config/classes/synthetic.yaml").read_text())
+    assert ClassSet.from_yaml(path).names == load_class_set("synthetic").names
+
+
+def test_an_unknown_class_set_name_is_named():
+    with pytest.raises(FileNotFoundError, match=r"no_such_set\.yaml: no such class set"):
+        load_class_set("no_such_set")

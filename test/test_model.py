@@ -279,3 +279,63 @@ def test_gather_views_is_grid_sample_with_border_padding():
     (sampled * weights).sum().backward()
     (expected * weights).sum().backward()
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-12)
+
+
+def tiny_checkpoint(path):
+    """A checkpoint xkd-export could export: the tiny network with a matching pre-processing config."""
+    from xkd_ros.preprocess import PreprocessConfig
+    from xkd_ros.train.checkpoint import save_checkpoint
+
+    config = tiny_config()
+    preprocess = PreprocessConfig(
+        range_height=8, range_width=64, image_height=32, image_width=48, cameras=("a", "b")
+    )
+    state = {
+        "model_config": config.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "classes": "synthetic",
+        "model": build_model(config).state_dict(),
+    }
+    return save_checkpoint(state, path)
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("best.pt", "the model would overwrite the checkpoint"),
+        ("best.md", "the model cannot be a .md file"),
+        (".", "is a directory; give the .onnx file to write, e.g. "),
+    ],
+)
+def test_xkd_export_refuses_an_out_that_would_destroy_the_checkpoint(tmp_path, capsys, out, message):
+    from xkd_ros.export import main as xkd_export
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.pt")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(SystemExit) as exit_:
+        xkd_export([str(checkpoint), "--out", str(tmp_path / out)])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # nothing written
+
+
+def test_xkd_export_refuses_a_card_that_would_overwrite_the_checkpoint(tmp_path, capsys):
+    from xkd_ros.export import main as xkd_export
+
+    checkpoint = tiny_checkpoint(tmp_path / "best.md")  # an odd name, but the card of best.onnx is best.md
+    with pytest.raises(SystemExit):
+        xkd_export([str(checkpoint), "--out", str(tmp_path / "best.onnx")])
+    assert "the model card would overwrite the checkpoint" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.md"]
+
+
+def test_xkd_export_of_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
+    from xkd_ros.export import main as xkd_export
+
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        xkd_export([str(tmp_path / "notes.pt"), "--out", str(tmp_path / "model.onnx")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith(
+        f"xkd-export: error: {tmp_path / 'notes.pt'}: not a readable checkpoint"
+    )

@@ -1,5 +1,7 @@
 """Segmenter (the one call of the node, the evaluator and the demo) on the real frames; the labeled cloud."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ from std_msgs.msg import Header
 
 from xkd_ros.data.classes import IGNORE_COLOR, IGNORE_INDEX
 from xkd_ros.msgs import create_labeled_cloud, pack_rgb, read_points, unpack_rgb
-from xkd_ros.pipeline import METADATA_KEY, Segmenter
+from xkd_ros.pipeline import METADATA_KEY, Segmenter, sha256
 from xkd_ros.preprocess import prepare_frame
 
 MODEL = REPO / "models/xkd_synthetic.onnx"
@@ -190,3 +192,94 @@ def test_labeled_cloud_checks_its_inputs():
         create_labeled_cloud(header, xyz, None, np.array([0, 2, 255], np.uint8), confidence, colors)
     with pytest.raises(ValueError, match="confidence"):
         create_labeled_cloud(header, xyz, None, np.zeros(3, np.uint8), confidence[:2], colors)
+
+
+# A model is checked at load: against its model card, and its metadata against its graph.
+
+
+def test_the_default_model_matches_its_model_card(segmenter):
+    assert segmenter.model_check == "sha256 matches its model card xkd_synthetic.md"
+
+
+def test_a_damaged_model_is_refused_naming_the_file_and_both_digests(tmp_path):
+    """400 bytes of weights flipped: the file still loads and runs, publishing whatever the damage makes."""
+    model, card = tmp_path / MODEL.name, tmp_path / MODEL.with_suffix(".md").name
+    content = bytearray(MODEL.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 400] = bytes(b ^ 0xFF for b in content[middle : middle + 400])
+    model.write_bytes(bytes(content))
+    card.write_text(MODEL.with_suffix(".md").read_text())
+    good, bad = sha256(MODEL), sha256(model)
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(str(model))}: sha256 {bad} differs from {good} .*{card.name}"
+    ):
+        Segmenter.from_model(model)
+
+
+def test_a_model_without_a_card_loads_with_a_note(tmp_path):
+    (tmp_path / "mine.onnx").write_bytes(MODEL.read_bytes())
+    assert Segmenter.from_model(tmp_path / "mine.onnx").model_check == (
+        "no model card mine.md beside it: sha256 not verified"
+    )
+
+
+def with_metadata(tmp_path, edit):
+    """A copy of the default model (no card) with its xkd_ros metadata changed by `edit(dict)`."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(MODEL)
+    (prop,) = [p for p in graph.metadata_props if p.key == METADATA_KEY]
+    meta = json.loads(prop.value)
+    edit(meta)
+    prop.value = json.dumps(meta)
+    path = tmp_path / "edited.onnx"
+    onnx.save(graph, path)
+    return path
+
+
+def drop_a_camera(meta):
+    meta["preprocess"]["cameras"] = meta["preprocess"]["cameras"][:5]
+    meta["model_config"]["num_cameras"] = 5
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            drop_a_camera,
+            "the number of preprocess.cameras is 5 in the metadata, the graph's input 'images' takes 6",
+        ),
+        (
+            lambda meta: meta["preprocess"].update(range_height=64),
+            "preprocess.range_height is 64 in the metadata, the graph's input 'range_image' takes 32",
+        ),
+        (
+            lambda meta: meta["preprocess"].update(range_width=1024),
+            "preprocess.range_width is 1024 in the metadata, the graph's input 'range_image' takes 512",
+        ),
+        (
+            lambda meta: meta["preprocess"].update(image_width=480),
+            "preprocess.image_width is 480 in the metadata, the graph's input 'images' takes 240",
+        ),
+        (
+            lambda meta: meta["model_config"].update(num_cameras=5),
+            "model_config.num_cameras is 5, preprocess.cameras lists 6",
+        ),
+        (
+            lambda meta: (meta.update(classes="nuscenes"), meta["model_config"].update(num_classes=16)),
+            "model_config.num_classes is 16, the graph's output 'fused_logits' has 14 classes",
+        ),
+        (lambda meta: meta.update(inputs=meta["inputs"][:3]), "the metadata lists inputs"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_graph_is_refused_naming_both(tmp_path, edit, message):
+    path = with_metadata(tmp_path, edit)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
+        Segmenter.from_model(path)
+
+
+def test_the_class_set_of_a_model_is_a_name_not_a_path(tmp_path):
+    copy = tmp_path / "synthetic.yaml"
+    copy.write_text((REPO / "config/classes/synthetic.yaml").read_text())
+    path = with_metadata(tmp_path, lambda meta: meta.update(classes=str(copy)))
+    with pytest.raises(ValueError, match=r"metadata classes: class set .* not a class set name"):
+        Segmenter.from_model(path)

@@ -1,18 +1,23 @@
 """rosbag2 bags <-> Frames, on the real nuScenes and RELLIS-3D frames, in mcap and sqlite3."""
 
+import re
+import shutil
+import sqlite3
+import sys
+from contextlib import closing
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_rigs_close
+from conftest import REPO, assert_rigs_close
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import QosDurability
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from xkd_ros.data import Frame
+from xkd_ros.data import Frame, open_frames
 from xkd_ros.data.rosbag import TYPESTORE, BagTopics, RosbagDataset, RosbagError, write_bag
 from xkd_ros.geometry import Rig, invert_transform, transform_from_quaternion
 from xkd_ros.msgs import (
@@ -352,3 +357,191 @@ def test_write_bag_refuses_mixed_rigs_and_existing_folders(tmp_path, nuscenes_ke
         write_bag([two_cameras], tmp_path / "bag")
     with pytest.raises(ValueError, match="image_format: 'tiff'"):
         write_bag([two_cameras], tmp_path / "other", image_format="tiff")
+
+
+# Damaged bags: one error naming the bag, never an exception from rosbags, sqlite3 or the mcap parser.
+
+
+@pytest.fixture(scope="module")
+def small_bags(tmp_path_factory, rellis_frame):
+    """A 3-scan bag of the RELLIS-3D frame per storage; tests damage copies of them."""
+    root = tmp_path_factory.mktemp("small_bags")
+    frames = [
+        replace(
+            rellis_frame,
+            stamp=rellis_frame.stamp + 0.1 * k,
+            image_stamps={name: s + 0.1 * k for name, s in rellis_frame.image_stamps.items()},
+        )
+        for k in range(3)
+    ]
+    return {storage: write_bag(frames, root / storage, storage=storage) for storage in ("mcap", "sqlite3")}
+
+
+def damaged(small_bags, tmp_path, storage, edit):
+    """A copy of the small bag of `storage` with `edit(folder, storage file)` applied."""
+    bag = tmp_path / f"damaged_{storage}"
+    shutil.copytree(small_bags[storage], bag)
+    edit(bag, next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3")))
+    return bag
+
+
+def read_all(path):
+    frames = open_frames(path)
+    return [frames[i] for i in range(len(frames))]
+
+
+def truncate(bag, data):
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+
+
+def unreadable_schema_name(bag, data):
+    """Each copy of the PointCloud2 schema name gets a byte that is not UTF-8; record sizes are kept."""
+    name = b"sensor_msgs/msg/PointCloud2"
+    data.write_bytes(data.read_bytes().replace(name, b"\xff" + name[1:]))
+
+
+def garbled_page(bag, data):
+    """A page in the middle of the sqlite3 file (message data: the database still opens) overwritten."""
+    with closing(sqlite3.connect(data)) as db:
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    content = bytearray(data.read_bytes())
+    middle = len(content) // page // 2 * page
+    content[middle : middle + 8] = b"\xff" * 8
+    data.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize(
+    ("storage", "edit"),
+    [
+        ("mcap", truncate),
+        ("mcap", unreadable_schema_name),
+        ("sqlite3", truncate),
+        ("sqlite3", garbled_page),
+    ],
+)
+def test_damaged_storage_is_an_error_naming_the_bag(small_bags, tmp_path, storage, edit):
+    bag = damaged(small_bags, tmp_path, storage, edit)
+    with pytest.raises(RosbagError, match=f"^{re.escape(str(bag))}: "):
+        read_all(bag)
+    data = next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+    with pytest.raises(RosbagError, match=f"^{re.escape(str(data))}: "):  # the storage file alone
+        read_all(data)
+
+
+def edit_metadata(change):
+    def edit(bag, data):
+        path = bag / "metadata.yaml"
+        metadata = yaml.safe_load(path.read_text())
+        change(metadata["rosbag2_bagfile_information"])
+        path.write_text(yaml.safe_dump(metadata))
+
+    return edit
+
+
+def lidar_type(msgtype):
+    def change(info):
+        for entry in info["topics_with_message_count"]:
+            if entry["topic_metadata"]["name"] == "/lidar/points":
+                entry["topic_metadata"]["type"] = msgtype
+
+    return edit_metadata(change)
+
+
+def storage_type(msgtype):
+    def edit(bag, data):
+        with closing(sqlite3.connect(data)) as db:
+            db.execute("UPDATE topics SET type = ? WHERE name = '/lidar/points'", (msgtype,))
+            db.commit()
+
+    return edit
+
+
+def message_counts(count):
+    def change(info):
+        info["message_count"] = count
+        for entry in info["topics_with_message_count"]:
+            entry["message_count"] = count
+
+    return edit_metadata(change)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_metadata_that_lies_about_the_message_count(small_bags, tmp_path, storage):
+    bag = damaged(small_bags, tmp_path, storage, message_counts(9999))
+    with pytest.raises(
+        RosbagError,
+        match=r"^\S+damaged_\w+: /\S+: the bag's metadata lists 9999 messages, its storage holds 3",
+    ):
+        read_all(bag)
+
+
+def test_a_storage_that_disagrees_with_the_metadata_on_a_type(small_bags, tmp_path):
+    """rosbags skips messages whose storage type differs from the metadata: a bag of 3 scans read as 0."""
+    bag = damaged(small_bags, tmp_path, "sqlite3", storage_type("sensor_msgs/msg/Image"))
+    with pytest.raises(
+        RosbagError, match=r"/lidar/points: the bag's metadata lists 3 messages, its storage holds 0"
+    ):
+        read_all(bag)
+
+
+@pytest.mark.parametrize("msgtype", ["os/system", "xkd_evil/msg/Boom", "../../evil/msg/X", "a\nb"])
+def test_a_type_name_that_is_not_the_expected_message_type(small_bags, tmp_path, msgtype):
+    bag = damaged(small_bags, tmp_path, "mcap", lidar_type(msgtype))
+    modules = set(sys.modules)
+    with pytest.raises(RosbagError, match=re.escape(f"topic /lidar/points is {msgtype!r}, expected")):
+        read_all(bag)
+    assert not {m for m in set(sys.modules) - modules if "evil" in m or m in ("os.system",)}
+
+
+def test_a_message_without_a_header_names_the_topic(tmp_path, rellis_frame):
+    (topic, cloud), *_ = ros_messages(rellis_frame)
+    bag = tmp_path / "bag"
+    with Writer(bag, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection(topic, "sensor_msgs/msg/PointCloud2", typestore=TYPESTORE)
+        writer.write(connection, 5, serialize_message(cloud))
+        writer.write(connection, 6, b"\x00\x01\x00\x00\x07")
+    with pytest.raises(
+        RosbagError, match=rf"bag: {topic} at log time 6 ns: no std_msgs/Header in its 5 bytes"
+    ):
+        RosbagDataset(bag, camera_topics={}, rig=rellis_frame.rig)
+
+
+def test_an_unreadable_first_cloud_names_the_topic(tmp_path, rellis_frame):
+    bag = tmp_path / "bag"
+    with Writer(bag, version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection("/points", "sensor_msgs/msg/PointCloud2", typestore=TYPESTORE)
+        writer.write(connection, 5, b"\x00\x01\x00\x00\x07")
+    with pytest.raises(RosbagError, match=r"bag: /points: its first message is not a readable PointCloud2"):
+        RosbagDataset(bag, camera_topics={}, rig=rellis_frame.rig)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("xkd.yaml", "cameras: [\n", "not valid YAML"),
+        (
+            "xkd.yaml",
+            "lidar_topic: /lidar/points\ncameras: {cam: {image: 3, camera_info: 4}}\n",
+            "expected lidar_topic",
+        ),
+        ("rig.yaml", "cameras: 3\n", "cameras: expected a non-empty mapping"),
+    ],
+)
+def test_a_broken_sidecar_or_rig_file_is_named(small_bags, tmp_path, name, text, message):
+    bag = damaged(small_bags, tmp_path, "mcap", lambda folder, data: (folder / name).write_text(text))
+    with pytest.raises(RosbagError, match=f"^{re.escape(str(bag / name))}: {message}"):
+        read_all(bag)
+
+
+def test_a_class_set_path_in_a_sidecar_is_not_opened(small_bags, tmp_path):
+    """The sidecar names a class set; a path there (even to a valid class set file) is refused."""
+    copy = tmp_path / "rellis3d.yaml"
+    copy.write_text((REPO / "config/classes/rellis3d.yaml").read_text())
+
+    def edit(folder, data):
+        sidecar = yaml.safe_load((folder / "xkd.yaml").read_text())
+        (folder / "xkd.yaml").write_text(yaml.safe_dump({**sidecar, "classes": str(copy)}))
+
+    bag = damaged(small_bags, tmp_path, "mcap", edit)
+    with pytest.raises(RosbagError, match=r"/lidar/labels: class set .* not a class set name"):
+        read_all(bag)

@@ -128,9 +128,10 @@ def test_duplicate_scans_and_images_are_ignored_and_counted():
     assert (synced.scan, synced.images["left"][1]) == ("cloud", "first")
     collector.add_scan(1.0, "emitted again", now=0.02)
     assert collector.poll(0.5) is None
-    assert collector.stats.duplicates_ignored == 3
+    assert (collector.stats.scans_duplicate, collector.stats.images_duplicate) == (2, 1)
     assert collector.stats.scans_received == 3
     assert collector.stats.images_received == 3
+    assert collector.stats.scans_dropped == 2
 
 
 def test_out_of_order_scans_are_ordered_by_stamp():
@@ -149,7 +150,7 @@ def test_out_of_order_scans_are_ordered_by_stamp():
     assert synced.scan == "second"
     collector.add_scan(0.15, "older than the last set", now=0.04)
     assert collector.poll(1.0) is None
-    assert collector.stats.scans_superseded == 1
+    assert (collector.stats.scans_backward, collector.stats.scans_superseded) == (1, 0)
 
 
 def test_backlog_emits_only_the_newest_ready_set():
@@ -262,3 +263,75 @@ def test_config_offsets_are_frozen_copies():
 def test_config_validation_names_the_field(changes, field):
     with pytest.raises(ValueError, match=f"SyncConfig.{field}"):
         SyncConfig(**{"cameras": ("a",), **changes})
+
+
+def assert_every_scan_accounted_for(collector: Collector) -> None:
+    stats = collector.stats
+    assert stats.scans_received == stats.sets_emitted + stats.scans_dropped + collector.pending, stats
+
+
+def test_stamps_left_at_zero_are_counted_as_duplicates_not_silently_lost():
+    """A driver that never sets its stamps: one set, every other scan counted where /diagnostics shows it."""
+    collector = Collector(TWO)
+    emitted = 0
+    for k in range(4):
+        now = 0.1 * k
+        feed(collector, scan=0.0, now=now)
+        emitted += collector.poll(now) is not None
+        assert_every_scan_accounted_for(collector)
+    assert emitted == 1
+    stats = collector.stats
+    assert (stats.scans_received, stats.sets_emitted, stats.scans_duplicate) == (4, 1, 3)
+    assert (stats.images_received, stats.images_duplicate) == (8, 6)
+    assert stats.scans_dropped == 3
+
+
+def test_a_small_backward_jump_is_counted_apart_from_superseded_scans():
+    collector = Collector(TWO)
+    feed(collector, scan=10.0, now=0.0)
+    feed(collector, scan=10.1, now=0.01)
+    assert collector.poll(0.01).stamp == 10.1  # 10.0 is superseded by the newer set
+    collector.add_scan(9.95, "back by 150 ms", now=0.02)  # within max_time_jump: no reset, dropped
+    assert collector.poll(0.5) is None
+    stats = collector.stats
+    assert (stats.scans_superseded, stats.scans_backward, stats.resets) == (1, 1, 0)
+    assert stats.scans_dropped == 2
+    assert_every_scan_accounted_for(collector)
+
+
+@pytest.mark.parametrize("cause", ["reset", "clock back", "stamp jump"])
+def test_pending_scans_thrown_away_by_a_reset_are_counted(cause):
+    collector = Collector(TWO)
+    collector.add_scan(100.0, "a", now=50.0)
+    collector.add_scan(100.1, "b", now=50.01)
+    assert collector.pending == 2
+    if cause == "reset":
+        collector.reset()
+    elif cause == "clock back":
+        assert collector.poll(1.0) is None
+    else:
+        collector.add_scan(50.0, "the bag looped", now=50.02)
+    stats = collector.stats
+    assert (stats.scans_lost_on_reset, stats.resets) == (2, 1)
+    assert stats.scans_dropped == 2
+    assert_every_scan_accounted_for(collector)
+
+
+def test_stats_fields_are_the_ones_the_node_publishes():
+    from dataclasses import fields
+
+    from xkd_ros.sync import SyncStats
+
+    assert [f.name for f in fields(SyncStats)] == [
+        "scans_received",
+        "sets_emitted",
+        "scans_superseded",
+        "scans_overflowed",
+        "scans_duplicate",
+        "scans_backward",
+        "scans_lost_on_reset",
+        "images_received",
+        "images_duplicate",
+        "resets",
+        "matched",
+    ]

@@ -7,8 +7,8 @@ and the training provenance, so a model can never be run with the wrong pre-proc
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,9 @@ import yaml
 
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.model.export import SegmentationExport, export_onnx
+from xkd_ros.pipeline import METADATA_KEY, sha256
 from xkd_ros.preprocess import PreprocessConfig, input_spec
 from xkd_ros.train.checkpoint import load_checkpoint
-
-METADATA_KEY = "xkd_ros"
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -57,13 +56,32 @@ def example_inputs(
     return inputs
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def check_out(checkpoint: str | Path, out: str | Path) -> None:
+    """Refuse, before anything is written, an `out` that is a directory or that would overwrite the
+    checkpoint with the model or its card (`out` with .md): a mistyped --out must not destroy the only copy
+    of a training run."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.is_dir():
+        example = out / f"{checkpoint.stem}.onnx"
+        raise ValueError(f"--out {out}: is a directory; give the .onnx file to write, e.g. {example}")
+    if out.suffix == ".md":
+        raise ValueError(f"--out {out}: the model card goes to <out>.md, so the model cannot be a .md file")
+    for written, what in ((out, "model"), (out.with_suffix(".md"), "model card")):
+        if _same_file(written, checkpoint):
+            raise ValueError(f"--out {out}: the {what} would overwrite the checkpoint {checkpoint}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name one file (through links too)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write `out` (.onnx) from `checkpoint`, with the pre-processing config and classes as ONNX metadata,
-    and its model card beside it (`out` with .md)."""
+    and its model card beside it (`out` with .md). `out` is checked first (`check_out`)."""
+    check_out(checkpoint, out)
     model, meta = model_from_checkpoint(checkpoint)
     preprocess = PreprocessConfig.from_dict(meta["preprocess"], f"{checkpoint}: preprocess")
     out = export_onnx(model, example_inputs(preprocess), out)
@@ -158,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by xkd-train (best.pt)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     args = parser.parse_args(argv)
-    path = export_checkpoint(args.checkpoint, args.out)
+    try:
+        check_out(args.checkpoint, args.out)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        path = export_checkpoint(args.checkpoint, args.out)
+    except (FileNotFoundError, ValueError) as error:  # not a checkpoint: the message names the file
+        parser.exit(1, f"xkd-export: error: {error}\n")
     print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, sha256 {sha256(path)}")
     return 0

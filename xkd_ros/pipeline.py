@@ -4,12 +4,19 @@ It owns what surrounds the network so the three cannot drift apart: the pre-proc
 the model was trained with (read from the model itself), input checks with errors that name the camera or
 field, the IGNORE_INDEX label for points that have no geometry, and per-stage timings.
 
+A model is checked before it runs, so a bad file fails at start-up rather than publishing nonsense: its
+sha256 against the model card beside it (models/<name>.md, written by xkd-export; a damaged file otherwise
+loads and labels everything 0 with NaN confidence), and its metadata against its graph (camera count,
+image and range-image size, classes).
+
 The default path (ONNX Runtime) imports no torch: a vehicle needs none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,16 +29,119 @@ import onnxruntime
 from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
-from xkd_ros.preprocess import PreprocessConfig, check_image, prepare
+from xkd_ros.preprocess import PreprocessConfig, check_image, input_spec, prepare
 
 if TYPE_CHECKING:
     from xkd_ros.data.frame import Frame
 
-# The ONNX metadata key xkd_ros.export writes; not imported from there because that module imports torch.
+# The ONNX metadata key xkd_ros.export writes (it imports it from here: this module needs no torch).
 METADATA_KEY = "xkd_ros"
 REQUIRED_CHANNELS = ("x", "y", "z", "intensity")
 
-__all__ = ["METADATA_KEY", "REQUIRED_CHANNELS", "Segmentation", "Segmenter"]
+__all__ = ["METADATA_KEY", "REQUIRED_CHANNELS", "Segmentation", "Segmenter", "check_model_card", "sha256"]
+
+# How xkd_ros.export.model_card records the file's digest: "- File: `<name>.onnx`, <size>, sha256 `<hex>`".
+_CARD_SHA256 = re.compile(r"^- File: .*\bsha256 `([0-9a-f]{64})`", re.MULTILINE)
+_ONNX_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64)}
+# The preprocess field behind each fixed axis of the network inputs, for errors that say what disagrees.
+_AXIS_FIELDS = {
+    ("range_image", 0): "range image channels",
+    ("range_image", 1): "preprocess.range_height",
+    ("range_image", 2): "preprocess.range_width",
+    ("point_features", 1): "point features",
+    ("point_index", 1): "point index columns",
+    ("images", 0): "the number of preprocess.cameras",
+    ("images", 1): "image channels",
+    ("images", 2): "preprocess.image_height",
+    ("images", 3): "preprocess.image_width",
+    ("point_uv", 1): "the number of preprocess.cameras",
+    ("point_uv", 2): "uv columns",
+    ("point_visible", 1): "the number of preprocess.cameras",
+}
+
+
+def sha256(path: str | Path) -> str:
+    """The hex sha256 of a file, read in blocks (models may be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_model_card(path: str | Path) -> str:
+    """Refuse a model file whose sha256 differs from the one its model card (`path` with .md) records.
+
+    Returns what was checked, for the log: models a user exported without a card (or a card without a
+    digest) are allowed, with a note saying the checksum was not verified.
+    """
+    path = Path(path)
+    card = path.with_suffix(".md")
+    if not path.is_file():
+        return ""  # the backend reports a missing model, in its words
+    if not card.is_file():
+        return f"no model card {card.name} beside it: sha256 not verified"
+    match = _CARD_SHA256.search(card.read_text(errors="replace"))
+    if match is None:
+        return f"its model card {card.name} records no sha256: not verified"
+    recorded, actual = match.group(1), sha256(path)
+    if actual != recorded:
+        raise ValueError(
+            f"{path}: sha256 {actual} differs from {recorded} recorded in its model card {card}: the file is "
+            "damaged or not the model the card describes"
+        )
+    return f"sha256 matches its model card {card.name}"
+
+
+def _check_graph(
+    path: str | Path, session: onnxruntime.InferenceSession, meta: dict, preprocess: PreprocessConfig
+) -> None:
+    """The graph's inputs and outputs are what the metadata's pre-processing and classes make: a model
+    whose metadata was edited or swapped would otherwise fail on every scan (or label with the wrong
+    classes), far from the cause."""
+    spec = input_spec(preprocess)
+    inputs = {i.name: i for i in session.get_inputs()}
+    listed = meta.get("inputs")
+    if listed is not None and list(listed) != list(inputs):
+        raise ValueError(f"{path}: the metadata lists inputs {list(listed)}, the graph takes {list(inputs)}")
+    for name, graph_input in inputs.items():
+        if name not in spec:
+            raise ValueError(f"{path}: the graph's input {name!r} is not one xkd_ros.preprocess makes")
+        shape, dtype = spec[name]
+        graph_shape = list(graph_input.shape)
+        if len(graph_shape) != len(shape) or _ONNX_DTYPES.get(graph_input.type) != dtype:
+            raise ValueError(
+                f"{path}: the graph's input {name!r} is {graph_input.type} of shape {graph_shape}, the "
+                f"metadata's preprocess makes {len(shape)}-d {dtype}"
+            )
+        for axis, (want, have) in enumerate(zip(shape, graph_shape, strict=True)):
+            if want == "N":
+                if isinstance(have, int):
+                    raise ValueError(
+                        f"{path}: the graph's input {name!r} takes exactly {have} points; xkd-export makes "
+                        "the number of points dynamic"
+                    )
+            elif isinstance(have, int) and have != want:
+                field = _AXIS_FIELDS.get((name, axis), f"axis {axis}")
+                raise ValueError(
+                    f"{path}: metadata and graph disagree: {field} is {want} in the metadata, the graph's "
+                    f"input {name!r} takes {have} (shape {graph_shape})"
+                )
+    config = meta["model_config"]
+    if config.get("use_images", True) and config.get("num_cameras", len(preprocess.cameras)) != len(
+        preprocess.cameras
+    ):
+        raise ValueError(
+            f"{path}: metadata disagrees with itself: model_config.num_cameras is {config['num_cameras']}, "
+            f"preprocess.cameras lists {len(preprocess.cameras)} {list(preprocess.cameras)}"
+        )
+    for output in session.get_outputs():
+        classes = output.shape[-1] if output.name.endswith("_logits") and output.shape else None
+        if isinstance(classes, int) and classes != config["num_classes"]:
+            raise ValueError(
+                f"{path}: metadata and graph disagree: model_config.num_classes is {config['num_classes']}, "
+                f"the graph's output {output.name!r} has {classes} classes"
+            )
 
 
 def _metadata_session(path: str | Path) -> onnxruntime.InferenceSession:
@@ -60,17 +170,26 @@ class Segmentation:
 class Segmenter:
     """A network with the pre-processing and class set it was trained with."""
 
-    def __init__(self, backend: Backend, preprocess: PreprocessConfig, classes: ClassSet) -> None:
+    def __init__(
+        self, backend: Backend, preprocess: PreprocessConfig, classes: ClassSet, model_check: str = ""
+    ) -> None:
         self.backend = backend
         self.preprocess = preprocess
         self.classes = classes
+        self.model_check = model_check  # what from_model verified of the file, for the log
 
     @classmethod
     def from_model(cls, path: str | Path, backend: str = "onnxruntime", threads: int = 0) -> Segmenter:
         """The model at `path` (an exported .onnx, or a training checkpoint for backend "torch"), with the
-        pre-processing and classes it carries, so it cannot be fed differently from how it was trained."""
+        pre-processing and classes it carries, so it cannot be fed differently from how it was trained.
+
+        An .onnx is refused (ValueError naming the file and both values) when its sha256 differs from its
+        model card's or its metadata disagrees with its graph; the class set it names must be one of
+        config/classes (a name, never a path). `model_check` of the result says what was verified."""
         kind, _ = choose_backend(backend)
+        model_check = "" if kind == "torch" else check_model_card(path)  # before any parser sees the bytes
         engine = create_backend(kind, path, **({} if kind == "tensorrt" else {"threads": threads}))
+        session = None
         if kind == "torch":
             from xkd_ros.train.checkpoint import load_checkpoint  # torch, only for the torch backend
 
@@ -80,16 +199,29 @@ class Segmenter:
             metadata = session.get_modelmeta().custom_metadata_map
             if METADATA_KEY not in metadata:
                 raise ValueError(f"{path}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
-            meta = json.loads(metadata[METADATA_KEY])
+            try:
+                meta = json.loads(metadata[METADATA_KEY])
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: {METADATA_KEY!r} metadata is not JSON: {error}") from None
+        missing = [key for key in ("preprocess", "classes", "model_config") if key not in meta]
+        if missing or "num_classes" not in meta.get("model_config", {}):
+            raise ValueError(
+                f"{path}: {METADATA_KEY!r} metadata lacks {missing or ['model_config.num_classes']}"
+            )
         preprocess = PreprocessConfig.from_dict(meta["preprocess"], str(path))
-        classes = load_class_set(meta["classes"])
+        try:
+            classes = load_class_set(meta["classes"])
+        except (ValueError, FileNotFoundError) as error:
+            raise ValueError(f"{path}: metadata classes: {error}") from None
         num_classes = meta["model_config"]["num_classes"]
         if num_classes != classes.num_classes:
             raise ValueError(
                 f"{path}: the model has {num_classes} classes, class set {classes.name!r} "
                 f"{classes.num_classes}"
             )
-        return cls(engine, preprocess, classes)
+        if session is not None:
+            _check_graph(path, session, meta, preprocess)
+        return cls(engine, preprocess, classes, model_check)
 
     def segment(
         self,

@@ -4,7 +4,9 @@ Like Autoware's camera-LiDAR fusion nodes and unlike message_filters' Approximat
 whole set when one camera is late, ros2/message_filters#82): each scan waits at most ``timeout`` (on the
 injected clock, from its arrival) for one image per camera, the image whose stamp is closest to the scan
 stamp plus that camera's expected offset. ``poll`` hands out only the newest ready set so that latency
-never builds up. Plain Python, no rclpy and no threads: the node feeds messages and a clock.
+never builds up. Every scan that does not become a set is counted with its reason in ``SyncStats``, which
+the node publishes on /diagnostics. Plain Python, no rclpy and no threads: the node feeds messages and a
+clock.
 """
 
 from __future__ import annotations
@@ -90,21 +92,47 @@ class SyncedSet:
 
 @dataclass
 class SyncStats:
-    """Counters for diagnostics: where scans and images went."""
+    """Counters for diagnostics: where every scan and image went, so that nothing is lost silently.
+
+    Each scan received is, at any moment, in exactly one place: emitted in a set, dropped for one counted
+    reason, or still pending, so ``scans_received == sets_emitted + scans_dropped + Collector.pending``.
+
+    scans_superseded: pending scans overtaken because a newer set was emitted first (``poll`` hands out only
+        the newest ready set, so a busy consumer skips stale scans instead of falling behind).
+    scans_overflowed: pending scans pushed out of the queue (``max_pending_scans``) by newer ones.
+    scans_duplicate: scans with the stamp of a pending or of the last emitted scan (a driver that leaves
+        its stamps at 0, or a message delivered twice).
+    scans_backward: scans stamped before the last emitted set but within ``max_time_jump`` of the newest
+        scan (a small backward stamp jump, or a late delivery): emitting them would send sets back in time.
+    scans_lost_on_reset: pending scans thrown away by ``reset``, by the clock stepping back, or by a stamp
+        jump back of more than ``max_time_jump`` (a looping bag).
+    images_duplicate: images with the stamp of an image still buffered for the same camera.
+    resets: restarts, whatever the cause (``reset``, clock step back, stamp jump back).
+    matched: per camera, the emitted sets that had its image.
+    """
 
     scans_received: int = 0
     sets_emitted: int = 0
     scans_superseded: int = 0
     scans_overflowed: int = 0
+    scans_duplicate: int = 0
+    scans_backward: int = 0
+    scans_lost_on_reset: int = 0
     images_received: int = 0
-    duplicates_ignored: int = 0
+    images_duplicate: int = 0
     resets: int = 0
     matched: dict[str, int] = field(default_factory=dict)
 
     @property
     def scans_dropped(self) -> int:
-        """Scans that never became a set: superseded by a newer set or pushed out of the pending queue."""
-        return self.scans_superseded + self.scans_overflowed
+        """Scans that never became a set, whatever the reason."""
+        return (
+            self.scans_superseded
+            + self.scans_overflowed
+            + self.scans_duplicate
+            + self.scans_backward
+            + self.scans_lost_on_reset
+        )
 
 
 @dataclass
@@ -137,19 +165,25 @@ class Collector:
         self._last_emitted: float | None = None
         self._last_now: float | None = None
 
+    @property
+    def pending(self) -> int:
+        """Scans waiting for their images (received, neither emitted nor dropped yet)."""
+        return len(self._pending)
+
     def add_scan(self, stamp: float, scan: Any, now: float) -> None:
-        """Queue a scan; it takes buffered images at once and later ones as they come."""
+        """Queue a scan; it takes buffered images at once and later ones as they come. A scan that cannot
+        make a set (duplicate stamp, older than the last set) is dropped and counted in ``stats``."""
         _check_finite("scan stamp", stamp)
         self._tick(now)
         self.stats.scans_received += 1
         if self._newest_scan is not None and stamp < self._newest_scan - self.config.max_time_jump:
             self._restart(anchor=stamp)
         if stamp == self._last_emitted or any(p.stamp == stamp for p in self._pending):
-            self.stats.duplicates_ignored += 1
+            self.stats.scans_duplicate += 1
             return
         if self._last_emitted is not None and stamp < self._last_emitted:
             # Emitting it would send sets back in time; the newer set already replaced it.
-            self.stats.scans_superseded += 1
+            self.stats.scans_backward += 1
             return
         self._newest_scan = stamp if self._newest_scan is None else max(self._newest_scan, stamp)
         matches = {}
@@ -175,7 +209,7 @@ class Collector:
         self._tick(now)
         self.stats.images_received += 1
         if any(buffered == stamp for buffered, _ in ring):
-            self.stats.duplicates_ignored += 1
+            self.stats.images_duplicate += 1
             return
         ring.append((stamp, image))
         offset = self.config.offset(camera)
@@ -214,7 +248,8 @@ class Collector:
         )
 
     def reset(self) -> None:
-        """Forget all scans, images and clock history (counted); the statistics are kept."""
+        """Forget all scans, images and clock history; the statistics are kept, and the pending scans thrown
+        away are counted in ``scans_lost_on_reset``."""
         self._restart(anchor=None)
         for ring in self._images.values():
             ring.clear()
@@ -229,8 +264,10 @@ class Collector:
         self._last_now = now
 
     def _restart(self, anchor: float | None) -> None:
-        """Drop pending scans and stamp history; with an anchor also images far from its timeline."""
+        """Drop pending scans (counted as lost) and stamp history; with an anchor also images far from its
+        timeline."""
         self.stats.resets += 1
+        self.stats.scans_lost_on_reset += len(self._pending)
         self._pending.clear()
         self._newest_scan = None
         self._last_emitted = None

@@ -7,6 +7,7 @@ no usable label. A raw id the file does not list is an error: a silent mapping h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,6 +20,8 @@ from xkd_ros.paths import config_path
 IGNORE_INDEX = 255
 IGNORE = "ignore"
 IGNORE_COLOR = (128, 128, 128)
+# A class set's name: a file stem under config/classes, never a path (no separator, no leading dot).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,10 +86,23 @@ class ClassSet:
         return cls(str(data.get("name", path.stem)), names, colors, lut, str(path))
 
 
-@cache
 def load_class_set(name: str) -> ClassSet:
-    """The class set config/classes/<name>.yaml (or a path to such a file)."""
-    path = Path(name) if name.endswith(".yaml") else config_path("classes", f"{name}.yaml")
+    """The class set config/classes/<name>.yaml.
+
+    `name` is a name, never a path: it comes from model files, bag sidecars and data set splits, which must
+    not make the process open files of their choosing. A file a user names goes to ClassSet.from_yaml.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"class set {name!r}: not a class set name (letters, digits, '_', '-', '.'; no path); "
+            f"known: {sorted(p.stem for p in config_path('classes').glob('*.yaml'))}"
+        )
+    return _load_class_set(name)
+
+
+@cache
+def _load_class_set(name: str) -> ClassSet:
+    path = config_path("classes", f"{name}.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such class set")
     return ClassSet.from_yaml(path)

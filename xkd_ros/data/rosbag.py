@@ -15,6 +15,11 @@ Layout written by `write_bag` (names from `BagTopics`; message log times are the
 Each frame's messages come from xkd_ros.data.messages (the one Frame <-> ROS messages conversion) and are
 serialised by rclpy, so these are the bytes ROS itself records. The rosbags typestore (ROS 2 Kilted) builds
 only /tf_static (no tf2_msgs for rclpy here) and reads bags, ours and those recorded by ROS alike.
+
+A bag is data, never code: reading deserialises only the fixed sensor types above with that typestore and
+imports nothing a bag names. A corrupt bag (truncated, damaged storage, type names or message counts in its
+metadata that its storage does not bear out, a broken xkd.yaml or rig.yaml) is a RosbagError naming the bag
+and what is wrong, never an exception from the storage libraries.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import struct
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -112,9 +118,14 @@ def _cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
     CDR: a 4-byte encapsulation header (byte 1: 1 = little endian), int32 sec, uint32 nanosec, then the
     frame_id as uint32 length (including the NUL) and characters.
     """
-    order = "<" if raw[1] == 1 else ">"
-    sec, nanosec, length = struct.unpack_from(f"{order}iII", raw, 4)
-    frame_id = bytes(raw[16 : 16 + max(length - 1, 0)]).decode()
+    try:
+        order = "<" if raw[1] == 1 else ">"
+        sec, nanosec, length = struct.unpack_from(f"{order}iII", raw, 4)
+        if 16 + length > len(raw):
+            raise ValueError(f"frame_id of {length} bytes")
+        frame_id = bytes(raw[16 : 16 + max(length - 1, 0)]).decode()
+    except (IndexError, struct.error, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"no std_msgs/Header in its {len(raw)} bytes ({error})") from None
     return sec * NS_PER_S + nanosec, frame_id
 
 
@@ -256,7 +267,8 @@ class _CameraTopics:
 
 @contextmanager
 def _open_bag(path: Path) -> Iterator[Reader]:
-    """A rosbags Reader on `path`; a path that exists but is not a bag is a RosbagError naming it."""
+    """A rosbags Reader on `path`; a path that exists but is not a readable bag is a RosbagError naming it,
+    and so is whatever goes wrong while reading it (see `_reading`)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such bag")
     try:
@@ -264,31 +276,65 @@ def _open_bag(path: Path) -> Iterator[Reader]:
             raise ReaderError(f"unknown file type {path.suffix!r}")
         reader = Reader(path)
         reader.open()
-    except (ReaderError, FileNotFoundError) as error:
+    except Exception as error:  # rosbags, sqlite3 and mcap parsing raise many types for a damaged bag
         raise RosbagError(
-            f"{path}: not a rosbag2 bag (a folder with metadata.yaml, or a .mcap or .db3 file): {error}"
+            f"{path}: not a rosbag2 bag (a folder with metadata.yaml, or a .mcap or .db3 file): "
+            f"{_describe(error)}"
         ) from None
     try:
-        yield reader
+        with _reading(path):
+            yield reader
     finally:
         reader.close()
+
+
+def _describe(error: BaseException) -> str:
+    """An error's first line, with its type where the text alone may not say what happened."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if isinstance(error, (ReaderError, FileNotFoundError)) else f"{type(error).__name__}: {text}"
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn any failure while reading the bag at `path` into a RosbagError naming it.
+
+    Damaged storage surfaces anywhere in rosbags, sqlite3, the mcap parser or CDR deserialisation, with
+    their own exception types (OverflowError, UnicodeDecodeError, sqlite3 errors, ...); a caller reading
+    a bag must see one error type that says which bag, not a traceback from a library.
+    """
+    try:
+        yield
+    except RosbagError:
+        raise
+    except (MessageError, CalibrationError) as error:
+        raise RosbagError(f"{path}: {error}") from None
+    except Exception as error:
+        raise RosbagError(f"{path}: corrupt or unreadable bag: {_describe(error)}") from None
 
 
 def _load_sidecar(path: Path) -> dict[str, Any]:
     """The bag's xkd.yaml, or {} when there is none."""
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise RosbagError(f"{path}: not valid YAML: {_describe(error)}") from None
     cameras = data.get("cameras") if isinstance(data, dict) else None
     if (
         not isinstance(cameras, dict)
         or not isinstance(data.get("lidar_topic"), str)
+        or not all(isinstance(data.get(key), str | None) for key in ("label_topic", "classes"))
         or not all(
-            isinstance(entry, dict) and {"image", "camera_info"} <= set(entry) for entry in cameras.values()
+            isinstance(name, str)
+            and isinstance(entry, dict)
+            and all(isinstance(entry.get(key), str) for key in ("image", "camera_info"))
+            for name, entry in cameras.items()
         )
     ):
         raise RosbagError(
-            f"{path}: expected lidar_topic, label_topic, classes and cameras (name: {{image, camera_info}})"
+            f"{path}: expected lidar_topic, label_topic, classes (strings) and cameras "
+            "(name: {image, camera_info})"
         )
     return data
 
@@ -354,7 +400,14 @@ class RosbagDataset(Sequence[Frame]):
     ) -> None:
         self.path = Path(path)
         folder = self.path if self.path.is_dir() else self.path.parent
-        with _open_bag(self.path) as reader:
+        if rig is None and (folder / RIG_FILE).is_file():
+            try:
+                rig = Rig.load(folder / RIG_FILE)
+            except (CalibrationError, OSError) as error:  # the message names the file in the bag folder
+                raise RosbagError(str(error)) from None
+        elif isinstance(rig, (str, Path)):
+            rig = Rig.load(rig)  # a file the caller named: its own errors name it
+        with _open_bag(self.path) as reader:  # any failure inside is a RosbagError naming the bag
             self._types = {connection.topic: connection.msgtype for connection in reader.connections}
             sidecar = _load_sidecar(folder / SIDECAR)
             self.lidar_topic = lidar_topic or sidecar.get("lidar_topic") or self._discover_lidar(reader)
@@ -365,9 +418,7 @@ class RosbagDataset(Sequence[Frame]):
             self.classes = classes or sidecar.get("classes")
             self._check_labels()
             self.cameras = self._camera_topics(camera_topics, sidecar)
-            if rig is None and (folder / RIG_FILE).is_file():
-                rig = folder / RIG_FILE
-            self._index(reader, Rig.load(rig) if isinstance(rig, (str, Path)) else rig)
+            self._index(reader, rig)
         self._pairs = {
             name: _nearest(self._image_stamps[name][:, 0], self._scans[:, 0], stamp_to_ns(max_image_offset))
             for name in self.cameras
@@ -382,7 +433,10 @@ class RosbagDataset(Sequence[Frame]):
             raise RosbagError(
                 f"{self.path}: {self.label_topic}: labels but no class set; pass classes (e.g. 'rellis3d')"
             )
-        load_class_set(self.classes)  # an unknown class set fails here, not at the first frame
+        try:  # an unknown class set fails here, not at the first frame
+            load_class_set(self.classes)
+        except (ValueError, FileNotFoundError) as error:
+            raise RosbagError(f"{self.path}: {self.label_topic}: {error}") from None
 
     def _camera_topics(
         self, camera_topics: Mapping[str, str] | None, sidecar: dict[str, Any]
@@ -409,7 +463,7 @@ class RosbagDataset(Sequence[Frame]):
 
     def _require(self, topic: str, msgtypes: tuple[str, ...], role: str) -> None:
         if self._types.get(topic) not in msgtypes:
-            found = self._types.get(topic, "absent")
+            found = repr(self._types[topic]) if topic in self._types else "absent"
             candidates = sorted(t for t, m in self._types.items() if m in msgtypes)
             raise RosbagError(
                 f"{self.path}: {role}: topic {topic} is {found}, expected {' or '.join(msgtypes)} "
@@ -446,7 +500,14 @@ class RosbagDataset(Sequence[Frame]):
                 first = next(messages, None)
             if first is not None:
                 connection, _, raw = first
-                fields[topic] = [f.name for f in TYPESTORE.deserialize_cdr(raw, connection.msgtype).fields]
+                try:
+                    cloud = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+                except Exception as error:  # rosbags raises several types for bytes that are not the type
+                    raise RosbagError(
+                        f"{self.path}: {topic}: its first message is not a readable PointCloud2: "
+                        f"{_describe(error)}"
+                    ) from None
+                fields[topic] = [f.name for f in cloud.fields]
         return fields
 
     def _discover_cameras(self) -> dict[str, _CameraTopics]:
@@ -482,15 +543,22 @@ class RosbagDataset(Sequence[Frame]):
         parents: dict[str, tuple[str, np.ndarray]] = {}
         lidar_frame = ""
         connections = [c for c in reader.connections if c.topic in wanted]
+        counts: Counter[str] = Counter()
         for connection, log_time, raw in reader.messages(connections=connections):
             topic = connection.topic
+            counts[topic] += 1
+            if topic in (self.lidar_topic, self.label_topic, *image_topics):
+                try:
+                    stamp, frame_id = _cdr_header(raw)
+                except ValueError as error:
+                    raise RosbagError(f"{self.path}: {topic} at log time {log_time} ns: {error}") from None
             if topic == self.lidar_topic:
-                stamp, lidar_frame = _cdr_header(raw)
                 scans.append((stamp, log_time))
+                lidar_frame = frame_id
             elif topic == self.label_topic:
-                labels[_cdr_header(raw)[0]] = log_time
+                labels[stamp] = log_time
             elif topic in image_topics:
-                images[image_topics[topic]].append((_cdr_header(raw)[0], log_time))
+                images[image_topics[topic]].append((stamp, log_time))
             elif topic in info_topics:
                 camera_infos.setdefault(
                     info_topics[topic], TYPESTORE.deserialize_cdr(raw, connection.msgtype)
@@ -500,6 +568,7 @@ class RosbagDataset(Sequence[Frame]):
                     t, q = transform.transform.translation, transform.transform.rotation
                     T = transform_from_quaternion([q.w, q.x, q.y, q.z], [t.x, t.y, t.z])
                     parents[transform.child_frame_id] = (transform.header.frame_id, T)
+        self._check_counts(connections, counts)
         self._scans = np.array(sorted(scans), dtype=np.int64).reshape(-1, 2)
         self._labels = labels
         self._image_stamps = {
@@ -512,6 +581,20 @@ class RosbagDataset(Sequence[Frame]):
                 f"{self.path}: camera(s) {unknown} are not in the rig {self.rig.names}; pass camera_topics "
                 "with the rig's names"
             )
+
+    def _check_counts(self, connections: Sequence[Any], counts: Counter[str]) -> None:
+        """Every topic read holds as many messages as the bag's metadata lists: fewer or more means damaged
+        storage, or types in the metadata that the storage does not bear out (rosbags then skips those
+        messages), which must not pass as a shorter bag. A count of 0 means the bag lists none."""
+        listed: Counter[str] = Counter()
+        for connection in connections:
+            listed[connection.topic] += connection.msgcount
+        for topic, expected in sorted(listed.items()):
+            if expected and counts[topic] != expected:
+                raise RosbagError(
+                    f"{self.path}: {topic}: the bag's metadata lists {expected} messages, its storage holds "
+                    f"{counts[topic]} (a damaged or edited bag; `ros2 bag reindex` rebuilds the metadata)"
+                )
 
     def _rig_from_messages(
         self, camera_infos: dict[str, Any], parents: dict[str, tuple[str, np.ndarray]], lidar_frame: str
@@ -560,7 +643,12 @@ class RosbagDataset(Sequence[Frame]):
                 if nearest >= 0:
                     image_stamp, image_log_time = (int(v) for v in self._image_stamps[name][nearest])
                     image = self._fetch(reader, topics.image, image_log_time, image_stamp)
-                    images[name], image_stamps[name] = rgb_from_image(image), ns_to_stamp(image_stamp)
+                    try:
+                        images[name] = rgb_from_image(image)
+                    except MessageError as error:
+                        where = f"{self.path}: {topics.image} at stamp {image_stamp} ns"
+                        raise RosbagError(f"{where}: {error}") from None
+                    image_stamps[name] = ns_to_stamp(image_stamp)
             try:
                 points, channels = points_from_cloud(cloud, f"{self.path}: {self.lidar_topic} {at}")
                 if stamp in self._labels:
@@ -585,6 +673,6 @@ class RosbagDataset(Sequence[Frame]):
         """The message on `topic` logged at `log_time` whose header has `stamp`, deserialised."""
         connections = [c for c in reader.connections if c.topic == topic]
         for connection, _, raw in reader.messages(connections=connections, start=log_time, stop=log_time + 1):
-            if _cdr_header(raw)[0] == stamp:
+            if _cdr_header(raw)[0] == stamp:  # indexed, so readable
                 return TYPESTORE.deserialize_cdr(raw, connection.msgtype)
         raise RosbagError(f"{self.path}: {topic}: the message stamped {stamp} ns is gone since indexing")

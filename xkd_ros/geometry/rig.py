@@ -12,6 +12,10 @@ File format (config/<rig>.rig.yaml)::
         distortion_model: plumb_bob # plumb_bob | rational_polynomial | equidistant
         D: [k1, k2, p1, p2, k3]
         T_cam_lidar: 4x4            # maps LiDAR points into the camera optical frame
+
+Keys other than these are refused, naming their key path: a misspelt `distortion_modle` would otherwise
+silently fall back to the default. T_cam_lidar must be a proper rigid transform (orthonormal rotation with
+determinant +1): a mirror (determinant -1) projects every point to the wrong side of the image.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from xkd_ros.geometry.camera import CalibrationError, CameraIntrinsics, as_matri
 
 __all__ = ["CalibrationError", "CameraCalibration", "Rig"]
 
+RIG_KEYS = ("lidar_frame", "cameras")
+CAMERA_KEYS = ("frame_id", "width", "height", "K", "distortion_model", "D", "T_cam_lidar")
+
 
 @dataclass(frozen=True, eq=False)
 class CameraCalibration:
@@ -39,11 +46,15 @@ class CameraCalibration:
 
     def __post_init__(self) -> None:
         T = as_matrix(self.T_cam_lidar, (4, 4), "T_cam_lidar")
-        if not np.allclose(T[3], [0, 0, 0, 1]) or not np.allclose(
-            T[:3, :3] @ T[:3, :3].T, np.eye(3), atol=1e-4
-        ):
+        R = T[:3, :3]
+        if not np.allclose(T[3], [0, 0, 0, 1]) or not np.allclose(R @ R.T, np.eye(3), atol=1e-4):
             raise CalibrationError(
                 "T_cam_lidar: not a rigid transform (rotation not orthonormal, or last row not 0 0 0 1)"
+            )
+        determinant = float(np.linalg.det(R))
+        if determinant < 0:  # orthonormal, so +-1: a reflection, e.g. one axis of a hand-made matrix flipped
+            raise CalibrationError(
+                f"T_cam_lidar: a mirror, not a rotation (determinant {determinant:.3f}, must be +1)"
             )
         object.__setattr__(self, "T_cam_lidar", T)
         object.__setattr__(self, "frame_id", self.frame_id or self.name)
@@ -78,6 +89,7 @@ class Rig:
         """Build a rig from parsed YAML; a malformed entry raises CalibrationError naming its key path."""
         if not isinstance(data, dict):
             raise CalibrationError(f"{source}: expected a mapping with 'cameras', got {type(data).__name__}")
+        _refuse_unknown_keys(data, RIG_KEYS, f"{source}: ")
         cameras = data.get("cameras")
         if not isinstance(cameras, dict) or not cameras:
             raise CalibrationError(
@@ -88,6 +100,7 @@ class Rig:
             key = f"{source}: cameras.{name}"
             if not isinstance(entry, dict):
                 raise CalibrationError(f"{key}: expected a mapping, got {type(entry).__name__}")
+            _refuse_unknown_keys(entry, CAMERA_KEYS, f"{key}.")
             for required in ("width", "height", "K", "T_cam_lidar"):
                 if required not in entry:
                     raise CalibrationError(f"{key}.{required}: missing")
@@ -140,3 +153,11 @@ class Rig:
         header = "".join(f"# {line}\n" for line in comment.splitlines())
         body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
         Path(path).write_text(header + body)
+
+
+def _refuse_unknown_keys(data: dict, known: tuple[str, ...], prefix: str) -> None:
+    """A key the format does not have is most likely a misspelt one whose value would be ignored; the
+    error names its key path, `prefix` + key."""
+    unknown = [key for key in data if key not in known]
+    if unknown:
+        raise CalibrationError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(known)})")

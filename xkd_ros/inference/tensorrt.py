@@ -196,7 +196,7 @@ def build_engine(
 
 
 def engine_key(onnx_path: Path, precision: str, points: tuple[int, int, int], device: int) -> EngineKey:
-    from xkd_ros.export import sha256
+    from xkd_ros.pipeline import sha256  # the digest model cards record
 
     trt, torch = _tensorrt(), _torch_cuda(device)
     major, minor = torch.cuda.get_device_capability(device)
