@@ -18,9 +18,12 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
     return entries
 
 
+# What the node and the core import (test/test_install.py checks it, and installs with it alone).
 RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.8", "PyYAML>=6", "onnxruntime>=1.18", "jsonschema>=4"]
-ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install
+ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install: every ROS package imported
     "ros-rclpy[fastrtps]",
+    "ros-builtin-interfaces",
+    "ros-rcl-interfaces",
     "ros-std-msgs",
     "ros-sensor-msgs",
     "ros-visualization-msgs",
@@ -34,6 +37,8 @@ TEST = [
     "pytest",
     "pytest-timeout",
     "hypothesis",
+    "osrf-pycommon",  # with lark: what ../shared/ros2-launch needs to import (test/test_launch.py)
+    "lark",
     "ruff",
     "jsonschema",
     "colcon-core",

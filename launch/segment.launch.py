@@ -2,6 +2,9 @@
 
 ros2 launch xkd_ros segment.launch.py [param_file:=...] [model_path:=...] [backend:=onnxruntime|torch]
     [namespace:=...] [use_sim_time:=true] [build_only:=true]
+
+model_path, backend and use_sim_time override the param_file only when given (xkd_ros.parameters.
+launch_overrides): their default "" leaves the file's values.
 """
 
 import os
@@ -41,20 +44,21 @@ def _node(context, *args, **kwargs):
     if LaunchConfiguration("build_only").perform(context).lower() in ("true", "1"):
         return _engine_build(LaunchConfiguration("model_path").perform(context))
 
-    overrides = {
-        "backend": LaunchConfiguration("backend").perform(context),
-        "use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1"),
-    }
-    model_path = LaunchConfiguration("model_path").perform(context)
-    if model_path:
-        overrides["model_path"] = model_path
+    from xkd_ros.parameters import launch_overrides
+
+    overrides = launch_overrides(
+        **{
+            name: LaunchConfiguration(name).perform(context)
+            for name in ("model_path", "backend", "use_sim_time")
+        }
+    )
     return [
         Node(
             package="xkd_ros",
             executable="segment_node",
             name="segment",
             namespace=LaunchConfiguration("namespace"),
-            parameters=[LaunchConfiguration("param_file"), overrides],
+            parameters=[LaunchConfiguration("param_file"), *([overrides] if overrides else [])],
             output="screen",
             emulate_tty=True,
         )
@@ -69,12 +73,22 @@ def generate_launch_description():
                 default_value=_share("config", "segment.param.yaml"),
                 description="segment_node parameters (validated against config/segment.schema.json)",
             ),
-            DeclareLaunchArgument("model_path", default_value="", description='"" = the shipped model'),
             DeclareLaunchArgument(
-                "backend", default_value="onnxruntime", description="onnxruntime | tensorrt | torch | auto"
+                "model_path",
+                default_value="",
+                description='"" = the param_file\'s (there "" = the shipped model)',
+            ),
+            DeclareLaunchArgument(
+                "backend",
+                default_value="",
+                description='onnxruntime | tensorrt | torch | auto; "" = the param_file\'s',
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
-            DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock"),
+            DeclareLaunchArgument(
+                "use_sim_time",
+                default_value="",
+                description='use /clock: true | false; "" = the param_file\'s',
+            ),
             DeclareLaunchArgument(
                 "build_only", default_value="false", description="build the TensorRT engine and exit"
             ),

@@ -4,20 +4,26 @@ Callbacks only store messages (stamped by their header, timed by time.monotonic 
 polls the collector and runs decode -> segment -> publish on the newest ready scan. With the shipped queue
 depth of 1 a busy node finds only the newest messages when it looks again, so latency does not build up
 (the executor takes one message per topic per turn: a deeper queue is worked through oldest first).
-CompressedImages are decoded over a thread pool, at the reduced scale the network allows. Parameters are
-validated against config/segment.schema.json at start-up; a bad parameter, model or calibration is an error
-naming it, and the process exits non-zero.
+CompressedImages are decoded over a thread pool, at the reduced scale the network allows.
+
+Parameters are what config/segment.schema.json declares (xkd_ros.parameters validates them, without ROS);
+a bad parameter, file, model or calibration is one line naming it, and the process exits 1. They are read
+at start-up only: `ros2 param set` is refused with that reason. While running no message can stop the node:
+a scan or image that cannot be used is skipped, counted on /diagnostics and logged (throttled per topic and
+kind of fault), and so is every scan the collector or the middleware dropped.
 """
 
 from __future__ import annotations
 
-import array
-import json
+import dataclasses
+import functools
 import os
+import re
 import sys
+import threading
 import time
-from collections import deque
-from collections.abc import Mapping
+import traceback
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,9 +32,11 @@ import numpy as np
 import rclpy
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -40,114 +48,61 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64
 from visualization_msgs.msg import Marker, MarkerArray
 
-from xkd_ros.data.messages import header_stamp, points_from_cloud, rgb_from_image
+from xkd_ros.data.messages import (
+    SequenceGaps,
+    compressed_image_size,
+    header_stamp,
+    points_from_cloud,
+    rgb_from_image,
+)
 from xkd_ros.geometry import CalibrationError, Rig
 from xkd_ros.geometry.rig import CameraCalibration
 from xkd_ros.inference import choose_backend
 from xkd_ros.msgs import camera_info_to_intrinsics, create_labeled_cloud
+from xkd_ros.parameters import (
+    NODE_NAME,
+    OFFSETS,
+    ParameterError,
+    check_offsets,
+    is_ros_parameter,
+    item_type,
+    leaves,
+    validate_parameters,
+)
 from xkd_ros.paths import config_path, share_dir
-from xkd_ros.pipeline import Segmenter
-from xkd_ros.preprocess import check_image, decode_reduction
+from xkd_ros.pipeline import REQUIRED_CHANNELS, Segmenter
+from xkd_ros.preprocess import IMAGE_REDUCTIONS, check_image, decode_reduction, image_reduction
 from xkd_ros.sync import Collector, SyncConfig
 
-__all__ = ["DEFAULTS", "ParameterError", "SegmentNode", "StartupError", "main", "validate_parameters"]
+__all__ = ["ParameterError", "SegmentNode", "StartupError", "main"]
 
-NODE_NAME = "segment"
-DEFAULTS: dict[str, Any] = {
-    "model_path": "",
-    "backend": "onnxruntime",
-    "threads": 0,
-    "rig_path": "",
-    "cameras": [],
-    "camera_transport": "raw",
-    "intrinsics_from_camera_info": True,
-    "sync.match_threshold": 0.03,
-    "sync.timeout": 0.1,
-    "sync.camera_offsets": [],
-    "qos.reliable": False,
-    "qos.depth": 1,
-}
-# Parameters every rclpy node has, or that ROS tooling adds: not ours to validate.
-_ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
-_ROS_PREFIXES = ("qos_overrides.",)
 STAGES = ("preprocess", "inference", "postprocess", "total")
 LOG_THROTTLE_S = 5.0
 SCAN_TIMEOUT_S = 1.0
 RATE_WINDOW_S = 5.0
-
-
-class ParameterError(ValueError):
-    """A parameter is unknown, of the wrong type or out of range; the text names it."""
+CLOUD_TOPIC = "~/input/pointcloud"
+# The cloud fields Segmenter.segment uses (x, y, z, intensity, and ring where present): the only ones decoded.
+POINT_FIELDS = (*REQUIRED_CHANNELS, "ring")
+# What a growing Collector counter means, logged on the scan topic (images_duplicate: on the image topic).
+SYNC_DROPS = {
+    "scans_superseded": "scan(s) skipped, a newer scan was ready first (the node is behind its input)",
+    "scans_overflowed": "scan(s) dropped, too many scans were waiting for their images",
+    "scans_duplicate": "scan(s) dropped with the stamp of an earlier one (a driver leaving its stamps at 0?)",
+    "scans_backward": "scan(s) dropped, stamped before the last labelled scan",
+    "scans_lost_on_reset": "scan(s) lost when the collector restarted",
+    "resets": "collector restart(s): the stamps jumped back by more than a second or the clock stepped back",
+}
+_TYPES = {
+    bool: Parameter.Type.BOOL,
+    int: Parameter.Type.INTEGER,
+    float: Parameter.Type.DOUBLE,
+    str: Parameter.Type.STRING,
+}
+_ARRAY_TYPES = {"string": Parameter.Type.STRING_ARRAY, "number": Parameter.Type.DOUBLE_ARRAY}
 
 
 class StartupError(RuntimeError):
     """The model or the calibration cannot be loaded; the text names the file and what is wrong."""
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple, array.array)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value
-
-
-def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """{"sync.timeout": 1} -> {"sync": {"timeout": 1}}."""
-    nested: dict[str, Any] = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split(".")
-        node = nested
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ParameterError(f"parameter {part!r}: is both a value and a group")
-            node = child
-        node[leaf] = _plain(value)
-    return nested
-
-
-def load_schema() -> dict:
-    return json.loads(config_path("segment.schema.json").read_text())
-
-
-def validate_parameters(flat: Mapping[str, Any], schema: dict | None = None) -> dict[str, Any]:
-    """Parameters (dotted names -> values; missing ones take DEFAULTS) checked against the schema and for
-    consistency; returns the full flat dict. Raises ParameterError naming every bad parameter."""
-    import jsonschema
-
-    given = {k: _plain(v) for k, v in flat.items()}
-    defaults = {k: v for k, v in DEFAULTS.items() if not any(g.startswith(k + ".") for g in given)}
-    params = {**defaults, **given}
-    nested = nest(params)
-    validator = jsonschema.Draft202012Validator(schema or load_schema())
-    problems = []
-    for error in sorted(validator.iter_errors(nested), key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "additionalProperties":
-            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            for key in unknown:
-                name = f"{path}.{key}" if path else key
-                problems.append(f"parameter {name!r}: unknown parameter")
-            continue
-        if error.validator == "oneOf":
-            problems.append(f"parameter {path!r}: {error.instance!r} is neither a list nor a map of numbers")
-            continue
-        problems.append(f"parameter {path!r}: {error.message}")
-    offsets = params.get("sync.camera_offsets")
-    cameras = params.get("cameras")
-    if not problems and isinstance(offsets, list) and offsets and cameras and len(offsets) != len(cameras):
-        problems.append(
-            f"parameter 'sync.camera_offsets': {len(offsets)} offsets for {len(params['cameras'])} cameras "
-            f"(a list must be aligned with 'cameras')"
-        )
-    if problems:
-        raise ParameterError("; ".join(problems))
-    # A map comes in as sync.camera_offsets.<camera> parameters: gather it.
-    if "sync" in nested and isinstance(nested["sync"].get("camera_offsets"), dict):
-        params = {k: v for k, v in params.items() if not k.startswith("sync.camera_offsets.")}
-        params["sync.camera_offsets"] = dict(nested["sync"]["camera_offsets"])
-    return params
 
 
 def resolve_path(value: str, default: Path, kind: str) -> Path:
@@ -164,22 +119,29 @@ def _same_calibration(a: CameraInfo, b: CameraInfo) -> bool:
     return all(np.array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f))) for f in "dkrp")
 
 
+def _sync_counters(stats: Any) -> dict[str, int]:
+    """The Collector's integer counters by name (whatever SyncStats holds)."""
+    return {
+        f.name: value
+        for f in dataclasses.fields(stats)
+        if isinstance(value := getattr(stats, f.name), int) and not isinstance(value, bool)
+    }
+
+
 class SegmentNode(Node):
     """Subscribes a LiDAR scan and per-camera images (+ CameraInfo); publishes the labelled scan."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(NODE_NAME, automatically_declare_parameters_from_overrides=True, **kwargs)
-        dynamic = ParameterDescriptor(dynamic_typing=True)
-        for name, default in DEFAULTS.items():
-            if not self.has_parameter(name) and not any(n.startswith(name + ".") for n in self._parameters):
-                self.declare_parameter(name, default, dynamic)
-        flat = {
-            name: param.value
-            for name, param in self._parameters.items()
-            if name not in _ROS_PARAMETERS and not name.startswith(_ROS_PREFIXES)
-        }
-        self.params = p = validate_parameters(flat)
+        self._decoder: ThreadPoolExecutor | None = None  # before anything can fail: destroy_node reads it
+        super().__init__(NODE_NAME, **kwargs)
+        try:
+            self._start()
+        except BaseException:
+            self.destroy_node()  # a half-built node leaves no DDS entities or threads behind
+            raise
 
+    def _start(self) -> None:
+        self.params = p = self._declare_parameters()
         model_path = resolve_path(
             p["model_path"], share_dir() / "models" / "xkd_synthetic.onnx", "model path"
         )
@@ -197,36 +159,23 @@ class SegmentNode(Node):
         missing = [c for c in self.cameras if c not in self.rig.cameras]
         if missing:
             raise StartupError(f"rig {str(rig_path)!r}: no calibration for camera(s) {missing}")
-        offsets = p["sync.camera_offsets"]
-        if isinstance(offsets, list):
-            if offsets and len(offsets) != len(self.cameras):
-                raise ParameterError(
-                    f"parameter 'sync.camera_offsets': {len(offsets)} offsets for the {len(self.cameras)} "
-                    f"cameras {list(self.cameras)}"
-                )
-            offsets = dict(zip(self.cameras, offsets, strict=True))
-        unknown = sorted(set(offsets) - set(self.cameras))
-        if unknown:
-            raise ParameterError(f"parameter 'sync.camera_offsets': unknown camera(s) {unknown}")
         self.collector = Collector(
             SyncConfig(
                 cameras=self.cameras,
-                camera_offsets={k: float(v) for k, v in offsets.items()},
-                match_threshold=float(p["sync.match_threshold"]),
-                timeout=float(p["sync.timeout"]),
+                camera_offsets=check_offsets(p[OFFSETS], self.cameras),
+                match_threshold=p["sync.match_threshold"],
+                timeout=p["sync.timeout"],
             )
         )
+        self.max_points = p["max_points"]
         self.compressed = p["camera_transport"] == "compressed"
         # JPEG decoding releases the GIL, so a thread per camera (up to the cores) spreads it over them.
         workers = min(len(self.cameras), os.cpu_count() or 1)
-        self._decoder = (
-            ThreadPoolExecutor(workers, thread_name_prefix="decode")
-            if self.compressed and workers > 1
-            else None
-        )
+        if self.compressed and workers > 1:
+            self._decoder = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         self.classes = self.segmenter.classes
 
-        depth = int(p["qos.depth"])
+        depth = p["qos.depth"]
         if p["qos.reliable"]:
             qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
         else:
@@ -242,22 +191,24 @@ class SegmentNode(Node):
         self._camera_infos: dict[str, CameraInfo] = {}
         self._intrinsics: dict = {}
         self._info_rig: Rig | None = None
-        self._last_log: dict[str, float] = {}
+        self._last_log: dict[tuple[str, str], float] = {}
         self._arrivals: dict[str, deque[float]] = {"pointcloud": deque(maxlen=200)}
         self._last_scan_arrival: float | None = None
         self._last_missing: tuple[str, ...] = ()
         self._last_matched = 0
-        self._bad_scans = 0
-        self._failed_scans = 0
-        self._processed = 0
         self._frame_id = self.rig.lidar_frame
+        # What became of every input, for /diagnostics: "scans labelled", "<camera> images refused", ...
+        self.counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()  # decode threads count too
+        self._sync_seen = _sync_counters(self.collector.stats)
+        self._gaps = {topic: SequenceGaps() for topic in (CLOUD_TOPIC, *map(self._image_topic, self.cameras))}
 
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_cloud, qos)
-        image_type, suffix = (CompressedImage, "image/compressed") if self.compressed else (Image, "image")
+        self.create_subscription(PointCloud2, CLOUD_TOPIC, self._on_cloud, qos)
+        image_type = CompressedImage if self.compressed else Image
         for camera in self.cameras:
             self._arrivals[camera] = deque(maxlen=200)
             self.create_subscription(
-                image_type, f"~/input/{camera}/{suffix}", lambda m, c=camera: self._on_image(c, m), qos
+                image_type, self._image_topic(camera), functools.partial(self._on_image, camera), qos
             )
             self.create_subscription(
                 CameraInfo, f"~/input/{camera}/camera_info", lambda m, c=camera: self._on_info(c, m), qos
@@ -278,26 +229,88 @@ class SegmentNode(Node):
             f"class set {self.classes.name!r}), "
             f"rig {rig_path}, "
             f"cameras {list(self.cameras)} ({p['camera_transport']}), "
-            f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}"
+            f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}, "
+            f"max_points {self.max_points}"
+        )
+
+    # ---------------------------------------------------------------- parameters
+    def _declare_parameters(self) -> dict[str, Any]:
+        """Validate the overrides (parameter files, -p) against the schema, then declare every parameter of
+        the schema with its value, statically typed from the schema: rclpy types a value by itself, and an
+        empty list (`cameras: []`) has no type for it, so it cannot be declared from the overrides."""
+        given = {
+            name: override.value
+            for name, override in self._parameter_overrides.items()
+            if not is_ros_parameter(name)
+        }
+        params = validate_parameters(given)
+        schema = leaves()
+        declared = []
+        for name, value in params.items():
+            if isinstance(value, dict):  # sync.camera_offsets as a map: one parameter per camera
+                declared += [(f"{name}.{key}", Parameter.Type.DOUBLE, v) for key, v in value.items()]
+            elif isinstance(value, list):
+                declared.append((name, _ARRAY_TYPES[item_type(schema[name])], value))
+            else:
+                declared.append((name, _TYPES[type(value)], value))
+        self.declare_parameters(
+            "",
+            [(name, kind, self._descriptor(schema, name)) for name, kind, _ in declared],
+            ignore_override=True,
+        )
+        self.set_parameters([Parameter(name, kind, value) for name, kind, value in declared])
+        self.add_on_set_parameters_callback(self._refuse_parameter_change)
+        return params
+
+    @staticmethod
+    def _descriptor(schema: dict[str, dict], name: str) -> ParameterDescriptor:
+        leaf = schema.get(name) or schema[OFFSETS]  # a map entry sync.camera_offsets.<camera>
+        return ParameterDescriptor(description=leaf.get("description", ""))
+
+    def _refuse_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        """`ros2 param set` on one of our parameters: refused, they are read at start-up only (the model,
+        subscriptions, QoS and collector are built from them). ROS's own (use_sim_time) pass."""
+        ours = [p.name for p in parameters if p.name in self.params or p.name.startswith(OFFSETS + ".")]
+        if not ours:
+            return SetParametersResult(successful=True)
+        return SetParametersResult(
+            successful=False,
+            reason=f"parameter(s) {', '.join(map(repr, ours))} of {self.get_fully_qualified_name()} are "
+            "read at start-up only: restart the node (or relaunch) with the new value",
         )
 
     # ---------------------------------------------------------------- callbacks: store, convert nothing
-    def _on_cloud(self, msg: PointCloud2) -> None:
+    def _on_cloud(self, msg: PointCloud2, info: dict) -> None:
         now = time.monotonic()
         self._last_scan_arrival = now
         self._arrivals["pointcloud"].append(now)
+        self._count("scans received")
+        self._count_lost(CLOUD_TOPIC, "scans lost in transport", info)
+        size = msg.width * msg.height
+        if size > self.max_points:
+            self._fault(
+                CLOUD_TOPIC,
+                "scans too large",
+                f"{msg.width} x {msg.height} = {size} points, more than max_points {self.max_points}: "
+                "scan refused before decoding",
+            )
+            return
         try:
             self.collector.add_scan(header_stamp(msg.header), msg, now)
         except ValueError as error:
-            self._warn("~/input/pointcloud", str(error))
+            self._fault(CLOUD_TOPIC, "scans refused", f"scan refused: {error}")
+        self._log_sync_drops(CLOUD_TOPIC)
 
-    def _on_image(self, camera: str, msg: Any) -> None:
+    def _on_image(self, camera: str, msg: Any, info: dict) -> None:
         now = time.monotonic()
+        topic = self._image_topic(camera)
         self._arrivals[camera].append(now)
+        self._count_lost(topic, f"{camera} images lost in transport", info)
         try:
             self.collector.add_image(camera, header_stamp(msg.header), msg, now)
         except ValueError as error:
-            self._warn(self._image_topic(camera), str(error))
+            self._fault(topic, f"{camera} images refused", f"image refused: {error}")
+        self._log_sync_drops(topic)
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         if not self.params["intrinsics_from_camera_info"]:
@@ -305,10 +318,20 @@ class SegmentNode(Node):
         previous = self._camera_infos.get(camera)
         if previous is not None and _same_calibration(previous, msg):
             return  # unchanged: keep the rig
+        topic = f"~/input/{camera}/camera_info"
+        calibrated = self.rig[camera].intrinsics
+        if (msg.width, msg.height) != (calibrated.width, calibrated.height):
+            self._fault(
+                topic,
+                f"{camera} camera_info refused",
+                f"CameraInfo of a {msg.width}x{msg.height} image, but the rig calibrates {camera} at "
+                f"{calibrated.width}x{calibrated.height}: not used, keeping the previous intrinsics",
+            )
+            return
         try:
             intrinsics = camera_info_to_intrinsics(msg)
         except (CalibrationError, ValueError) as error:
-            self._warn(f"~/input/{camera}/camera_info", f"{error}; keeping the previous intrinsics")
+            self._fault(topic, f"{camera} camera_info refused", f"{error}; keeping the previous intrinsics")
             return
         self._camera_infos[camera] = msg
         self._intrinsics[camera] = intrinsics
@@ -317,17 +340,21 @@ class SegmentNode(Node):
     # ---------------------------------------------------------------- the work
     def _on_poll(self) -> None:
         synced = self.collector.poll(time.monotonic())
-        if synced is not None:
+        self._log_sync_drops(CLOUD_TOPIC)
+        if synced is None:
+            return
+        try:
             self._process(synced)
+        except Exception as error:  # inference included: any failure skips this scan, never the node
+            self._fault(CLOUD_TOPIC, "scans failed", f"scan not labelled: {type(error).__name__}: {error}")
 
     def _process(self, synced: Any) -> None:
         start = time.perf_counter()
         cloud = synced.scan
         try:
-            points, channels = points_from_cloud(cloud, "~/input/pointcloud")
+            points, channels = points_from_cloud(cloud, CLOUD_TOPIC, POINT_FIELDS)
         except Exception as error:  # malformed cloud: any decoding failure
-            self._bad_scans += 1
-            self._warn("~/input/pointcloud", f"malformed PointCloud2, scan skipped: {error}")
+            self._fault(CLOUD_TOPIC, "scans malformed", f"malformed PointCloud2, scan skipped: {error}")
             return
         rig = self._current_rig()
         received = [(camera, msg) for camera, (_, msg) in synced.images.items()]
@@ -339,18 +366,13 @@ class SegmentNode(Node):
         decode_ms = 1e3 * (time.perf_counter() - start)
         self._last_missing = tuple(c for c in self.cameras if c not in images)
         self._last_matched = len(images)
-        try:
-            result = self.segmenter.segment(points, channels, images, rig)
-        except ValueError as error:
-            self._failed_scans += 1
-            self._warn("~/input/pointcloud", f"scan not labelled: {error}")
-            return
+        result = self.segmenter.segment(points, channels, images, rig)
         intensity = points[:, channels.index("intensity")]
         out = create_labeled_cloud(
             cloud.header, points[:, :3], intensity, result.labels, result.confidence, self.classes.colors
         )
         self.cloud_pub.publish(out)
-        self._processed += 1
+        self._count("scans labelled")
         self._frame_id = cloud.header.frame_id or self._frame_id
         self.debug_pubs["decode"].publish(Float64(data=decode_ms))
         for stage in STAGES:
@@ -359,20 +381,37 @@ class SegmentNode(Node):
         self.debug_pubs["pipeline_latency"].publish(Float64(data=latency))
 
     def _decode(self, camera: str, msg: Any, rig: Rig) -> np.ndarray | None:
-        """One camera's image as RGB (a JPEG at the reduced scale the network allows), or None with a warning
-        naming the topic: a bad image leaves its camera out of this scan and nothing else."""
-        topic = self._image_topic(camera)
+        """One camera's image as RGB (a compressed one at the reduced scale the network allows), or None,
+        counted and logged naming the topic: a bad image leaves its camera out of this scan and nothing else.
+        A compressed image's size is read from its header first: one that is not the calibrated size (or
+        that divided by 2, 4 or 8) is refused before a decoder allocates anything for it."""
+        topic, kind = self._image_topic(camera), f"{camera} images refused"
         intrinsics = rig[camera].intrinsics
-        reduction = decode_reduction(intrinsics, self.segmenter.preprocess) if self.compressed else 1
+        calibrated = f"{camera} is calibrated at {intrinsics.width}x{intrinsics.height}"
+        reduction = 1
         try:
+            if self.compressed:
+                encoding, width, height = compressed_image_size(msg.data)
+                binned = image_reduction((height, width), intrinsics)
+                if binned is None:
+                    sizes = ", ".join(map(str, IMAGE_REDUCTIONS[1:]))
+                    self._fault(
+                        topic,
+                        kind,
+                        f"{encoding.upper()} image of {width}x{height} (from its header), but {calibrated} "
+                        f"(or that divided by {sizes}): camera left out",
+                    )
+                    return None
+                reduction = max(1, decode_reduction(intrinsics, self.segmenter.preprocess) // binned)
             rgb = rgb_from_image(msg, reduction)
         except Exception as error:  # malformed image: any decoding failure
-            self._warn(topic, f"malformed image, camera left out: {error}")
+            self._fault(topic, kind, f"malformed image, camera left out: {error}")
             return None
         try:
             check_image(camera, rgb, intrinsics)
         except ValueError as error:
-            self._warn(topic, f"{error}, camera left out")
+            decoded = f" (decoded at 1/{reduction})" if reduction > 1 else ""
+            self._fault(topic, kind, f"{error}{decoded}, camera left out")
             return None
         return rgb
 
@@ -387,6 +426,40 @@ class SegmentNode(Node):
             ]
             self._info_rig = Rig.from_cameras(cameras, self.rig.lidar_frame)
         return self._info_rig
+
+    # ---------------------------------------------------------------- counting what is dropped
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self.counts[key] += n
+
+    def _fault(self, topic: str, key: str, reason: str, n: int = 1) -> None:
+        """Count `n` inputs of `topic` under `key` and log why (throttled per topic and key)."""
+        self._count(key, n)
+        self._warn(topic, key, reason)
+
+    def _count_lost(self, topic: str, key: str, info: dict) -> None:
+        lost = self._gaps[topic].add(info)
+        if lost:
+            self._fault(
+                topic,
+                key,
+                f"{lost} message(s) published but not received before this one (the input queue, depth "
+                f"{self.params['qos.depth']}, overwritten while the node was busy, or lost on the network)",
+                lost,
+            )
+
+    def _log_sync_drops(self, topic: str) -> None:
+        """Log what the collector dropped since the last look: its counters are the count."""
+        now = _sync_counters(self.collector.stats)
+        for name, value in now.items():
+            grown = value - self._sync_seen.get(name, 0)
+            if grown <= 0:
+                continue
+            if name in SYNC_DROPS:
+                self._warn(CLOUD_TOPIC, name, f"{grown} {SYNC_DROPS[name]} ({value} in all)")
+            elif name == "images_duplicate":
+                self._warn(topic, name, f"{grown} image(s) ignored with the stamp of one already buffered")
+        self._sync_seen = now
 
     # ---------------------------------------------------------------- outputs besides the cloud
     def _publish_markers(self) -> None:
@@ -417,71 +490,133 @@ class SegmentNode(Node):
             return 0.0
         return (len(arrivals) - 1) / max(arrivals[-1] - arrivals[0], 1e-9)
 
-    def _publish_diagnostics(self) -> None:
+    def diagnostic_values(self) -> dict[str, str]:
+        """What /diagnostics reports: the set-up, the last scan, and every counter: the node's ("scans
+        labelled", "scans too large", "<camera> images refused", ...) and the collector's ("sync: ...")."""
         now = time.monotonic()
         stats = self.collector.stats
+        with self._counts_lock:
+            counts = dict(self.counts)
+        scan_keys = (
+            "received",
+            "labelled",
+            "too large",
+            "malformed",
+            "failed",
+            "refused",
+            "lost in transport",
+        )
+        values: dict[str, Any] = {
+            "backend": self.backend_name,
+            "backend_reason": self.backend_reason,
+            "class set": self.classes.name,
+            "cameras matched (last scan)": f"{self._last_matched}/{len(self.cameras)}",
+            "cameras missing (last scan)": ", ".join(self._last_missing),
+            **{f"scans {key}": counts.get(f"scans {key}", 0) for key in scan_keys},
+            "scans dropped": stats.scans_dropped,
+            "scans pending": self.collector.pending,
+            "pointcloud rate [Hz]": f"{self._rate('pointcloud', now):.2f}",
+        }
+        values.update({f"sync: {name}": value for name, value in _sync_counters(stats).items()})
+        for camera in self.cameras:
+            values[f"{camera} matched"] = stats.matched.get(camera, 0)
+            values[f"{camera} rate [Hz]"] = f"{self._rate(camera, now):.2f}"
+            for kind in ("images refused", "images lost in transport", "camera_info refused"):
+                values[f"{camera} {kind}"] = counts.get(f"{camera} {kind}", 0)
+        return {key: str(value) for key, value in values.items()}
+
+    def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: camera-LiDAR segmentation")
         status.hardware_id = "xkd_ros"
-        if self._last_scan_arrival is None or now - self._last_scan_arrival > SCAN_TIMEOUT_S:
+        if self._last_scan_arrival is None or time.monotonic() - self._last_scan_arrival > SCAN_TIMEOUT_S:
             status.level, status.message = DiagnosticStatus.ERROR, f"no scan for > {SCAN_TIMEOUT_S:g} s"
         elif self._last_missing:
             status.level = DiagnosticStatus.WARN
             status.message = f"cameras missing: {', '.join(self._last_missing)}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "all cameras matched"
-        values = {
-            "backend": self.backend_name,
-            "backend_reason": self.backend_reason,
-            "class set": self.classes.name,
-            "cameras matched (last scan)": f"{self._last_matched}/{len(self.cameras)}",
-            "cameras missing (last scan)": ", ".join(self._last_missing),
-            "scans received": stats.scans_received,
-            "scans labelled": self._processed,
-            "scans dropped": stats.scans_dropped,
-            "scans malformed": self._bad_scans,
-            "scans failed": self._failed_scans,
-            "pointcloud rate [Hz]": f"{self._rate('pointcloud', now):.2f}",
-        }
-        for camera in self.cameras:
-            values[f"{camera} matched"] = stats.matched.get(camera, 0)
-            values[f"{camera} rate [Hz]"] = f"{self._rate(camera, now):.2f}"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        status.values = [KeyValue(key=k, value=v) for k, v in self.diagnostic_values().items()]
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(array_msg)
 
     def destroy_node(self) -> None:
-        if self._decoder is not None:
-            self._decoder.shutdown(wait=True)
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.shutdown(wait=True)
         super().destroy_node()
 
     # ---------------------------------------------------------------- helpers
     def _image_topic(self, camera: str) -> str:
         return f"~/input/{camera}/image" + ("/compressed" if self.compressed else "")
 
-    def _warn(self, topic: str, reason: str) -> None:
-        """Log a bad input once per LOG_THROTTLE_S per topic."""
+    def _warn(self, topic: str, kind: str, reason: str) -> None:
+        """Log a fault once per LOG_THROTTLE_S per topic and kind: a second kind of fault on a topic that is
+        already logging still gets its line."""
         now = time.monotonic()
-        if now - self._last_log.get(topic, -float("inf")) >= LOG_THROTTLE_S:
-            self._last_log[topic] = now
+        if now - self._last_log.get((topic, kind), -float("inf")) >= LOG_THROTTLE_S:
+            self._last_log[topic, kind] = now
             self.get_logger().warning(f"{topic}: {reason}")
 
 
+# ------------------------------------------------------------------ the process
+def _params_files(args: list[str]) -> list[str]:
+    """The --params-file arguments of a command line."""
+    return [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--params-file"]
+
+
+def _rcl_reason(error: Exception) -> str:
+    """An RCLError's text without the C source locations rcl appends (", at /project/src/parse.c:835")."""
+    text = re.sub(r",? at [^,]*\.c:\d+", "", str(error))
+    return " ".join(text.split()).removeprefix("failed to initialize rcl: ")
+
+
+def _error(text: str) -> None:
+    if rclpy.ok():
+        rclpy.logging.get_logger(NODE_NAME).error(text)
+    else:  # rclpy's logging is not set up: plain stderr
+        print(f"segment_node: error: {text}", file=sys.stderr)
+
+
+def _init(args: list[str] | None) -> None:
+    """rclpy.init, its argument errors as one line: the parameter files are checked to exist first, and
+    rcl's own "Failed to parse global arguments" line is silenced during init (a user's --log-level for rcl,
+    read by init, still applies afterwards)."""
+    argv = sys.argv if args is None else args
+    for path in _params_files(argv):
+        if not Path(path).is_file():
+            raise ParameterError(f"parameter file {path!r} does not exist")
+    severity = rclpy.logging.LoggingSeverity
+    rclpy.logging.set_logger_level("rcl", severity.FATAL)
+    try:
+        rclpy.init(args=args)
+    finally:
+        if not any("rcl:=" in arg for arg in argv):  # else init applied the user's level
+            rclpy.logging.set_logger_level("rcl", severity.UNSET)
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
     executor = None
     node = None
     code = 0
     try:
+        _init(args)
         node = SegmentNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (ParameterError, StartupError) as error:
-        rclpy.logging.get_logger(NODE_NAME).error(f"{type(error).__name__}: {error}")
+        _error(f"{type(error).__name__}: {error}")
+        code = 1
+    except rclpy_implementation.RCLError as error:  # rcl refused the command line or a parameter file
+        _error(_rcl_reason(error))
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as error:  # a bug, not an input: one line, the traceback at debug level
+        _error(f"internal error {type(error).__name__}: {error}")
+        rclpy.logging.get_logger(NODE_NAME).debug(traceback.format_exc())
+        code = 1
     finally:
         if executor is not None:
             executor.shutdown()

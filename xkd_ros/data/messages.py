@@ -6,7 +6,7 @@ xkd_ros.msgs (rclpy classes); reading is duck-typed, so rosbags-deserialised mes
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -123,8 +123,17 @@ def frame_to_messages(frame: Frame, image_format: ImageFormat = "raw") -> FrameM
     return messages
 
 
-def points_from_cloud(cloud: Any, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(N, C) float32 points and their channel names: x, y, z, then the cloud's other fields in order."""
+def points_from_cloud(
+    cloud: Any, where: str, fields: Collection[str] | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(N, C) float32 points and their channel names: x, y, z, then the cloud's other fields in order.
+
+    `fields` keeps only those of the other fields (the ones a consumer uses, e.g. intensity and ring), so a
+    cloud with thousands of fields costs what its x, y, z and those cost, not an (N, fields) array; the
+    fields left out are not even parsed."""
+    if fields is not None:
+        wanted = {*XYZ, *fields}
+        cloud = _FieldSubset(cloud, [f for f in cloud.fields if f.name in wanted])
     structured = read_points(cloud)
     names = structured.dtype.names
     if not set(XYZ) <= set(names):
@@ -134,6 +143,81 @@ def points_from_cloud(cloud: Any, where: str) -> tuple[np.ndarray, tuple[str, ..
     for k, name in enumerate(channels):
         points[:, k] = structured[name]
     return points, channels
+
+
+class _FieldSubset:
+    """A PointCloud2 seen with some of its fields only (read_points is duck-typed): the same bytes."""
+
+    def __init__(self, cloud: Any, fields: list[Any]) -> None:
+        self._cloud = cloud
+        self.fields = fields
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cloud, name)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0-CF but DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def compressed_image_size(data: Any) -> tuple[str, int, int]:
+    """("jpeg" | "png", width, height) of a CompressedImage's bytes, read from the header only.
+
+    What a decoder would allocate is known before decoding: a 390 KB PNG can declare 20000 x 20000 pixels
+    (1.2 GB decoded). Raises MessageError for bytes that are neither, a header that is cut or inconsistent, or
+    a JPEG without its end-of-image marker (cut in transit; trailing zero padding, as some USB cameras send,
+    is allowed)."""
+    try:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    except TypeError:  # no buffer protocol, e.g. a list of ints in a hand-made message
+        buf = np.asarray(data, dtype=np.uint8).reshape(-1)
+    head = bytes(buf[:32])
+    if head.startswith(_PNG_SIGNATURE):
+        if len(buf) < 24 or head[12:16] != b"IHDR":
+            raise MessageError(f"PNG of {buf.size} bytes without an IHDR header")
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return _sized("png", width, height)
+    if not head.startswith(b"\xff\xd8"):
+        raise MessageError(
+            f"{buf.size} bytes that are neither a JPEG nor a PNG (first bytes {head[:8].hex()})"
+        )
+    end = buf.size - int(np.argmax(buf[::-1] != 0)) if buf.any() else 0
+    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
+        raise MessageError(f"JPEG of {buf.size} bytes without its end-of-image marker (cut short?)")
+    jpeg = bytes(buf[:end])  # bytes index as ints, fast; the header walk below reads a few of them
+    at = 2
+    while at + 4 <= end:
+        if jpeg[at] != 0xFF:
+            raise MessageError(f"JPEG header broken at byte {at} (0x{jpeg[at]:02x} where a marker starts)")
+        marker = jpeg[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            at += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
+            break
+        length = int.from_bytes(jpeg[at + 2 : at + 4], "big")
+        if length < 2:
+            raise MessageError(f"JPEG header broken at byte {at} (segment length {length})")
+        if marker in _JPEG_SOF:
+            if at + 9 > end:
+                break
+            height = int.from_bytes(jpeg[at + 5 : at + 7], "big")
+            width = int.from_bytes(jpeg[at + 7 : at + 9], "big")
+            return _sized("jpeg", width, height)
+        at += 2 + length
+    raise MessageError(f"JPEG of {buf.size} bytes without a frame header (no image size before its data)")
+
+
+def _sized(kind: str, width: int, height: int) -> tuple[str, int, int]:
+    if width == 0 or height == 0:
+        raise MessageError(f"{kind.upper()} header declares a {width}x{height} image")
+    return kind, width, height
 
 
 def rgb_from_image(msg: Any, reduction: int = 1) -> np.ndarray:
@@ -159,6 +243,37 @@ def rgb_from_image(msg: Any, reduction: int = 1) -> np.ndarray:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     rgb = _BRIDGE.imgmsg_to_cv2(msg, "rgb8")
     return rgb if rgb.flags.writeable else rgb.copy()  # a view on a read-only buffer otherwise
+
+
+class SequenceGaps:
+    """Messages of one topic that were published but never taken: the gaps in each publisher's sequence
+    numbers (rclpy's MessageInfo). A queue of depth 1 that a busy subscriber does not empty in time is
+    overwritten in the middleware without a trace; this is where such losses become a count.
+
+    Only gaps after a publisher's first message count (what it sent before it was matched was never due),
+    and middlewares that give no sequence number (0 or None) count nothing."""
+
+    MAX_PUBLISHERS = 64  # publishers that come and go (a looping player) do not grow the table
+
+    def __init__(self) -> None:
+        self.lost = 0
+        self._last: dict[bytes, int] = {}
+
+    def add(self, info: Mapping[str, Any]) -> int:
+        """Account for one message; returns how many of its publisher's messages were lost before it."""
+        sequence = info.get("publication_sequence_number")
+        if not isinstance(sequence, int) or sequence <= 0:
+            return 0
+        gid = info.get("publisher_gid")
+        publisher = bytes(gid.get("data", b"")) if isinstance(gid, Mapping) else b""
+        last = self._last.pop(publisher, None)
+        self._last[publisher] = sequence if last is None else max(last, sequence)
+        if len(self._last) > self.MAX_PUBLISHERS:
+            del self._last[next(iter(self._last))]  # the one heard from longest ago
+        if last is None or sequence <= last:
+            return 0
+        self.lost += sequence - last - 1
+        return sequence - last - 1
 
 
 def labels_from_cloud(cloud: Any, num_points: int, classes: str, where: str) -> np.ndarray:
