@@ -1,33 +1,36 @@
 """Soak benchmark of segment_node over DDS: end-to-end latency and the node's memory over time.
 
 Run: `.venv/bin/python bench/bench_node_soak.py [--seconds 300] [--rate 10] [--json out/soak.json]`.
-Starts segment_node as xkd_ros/demo.py does (own ROS domain, loopback-only discovery, the large-data Fast
-DDS profile) but subscribed to raw rgb8 Images, and publishes the nuScenes keyframe (34,688 points, six
-1600x900 rgb8 Images and their CameraInfos) at `--rate` Hz with fresh stamps (scan = now, each image = now +
-the keyframe's camera offset), reliable QoS depth 5. Latency of a scan = arrival of its labelled cloud here -
-its publish time (= its stamp), matched by header stamp. The node's RSS (VmRSS) is sampled every 10 s.
-Prints per 30 s window and overall: scans published, labelled, latency p50 / p99 and node RSS.
+Starts segment_node as xkd_ros/demo.py does (the ROS_DOMAIN_ID of the environment or one reserved for the
+run, loopback-only discovery, the large-data Fast DDS profile) but subscribed to raw rgb8 Images, waits
+until the node subscribes every input and this process is matched to its labelled clouds, and publishes the
+nuScenes keyframe (34,688 points, six 1600x900 rgb8 Images and their CameraInfos) at `--rate` Hz with fresh
+stamps (scan = now, each image = now + the keyframe's camera offset), reliable QoS depth 5. Latency of a
+scan = arrival of its labelled cloud here - its publish time (= its stamp), matched by header stamp. The
+node's RSS (VmRSS) is sampled every 10 s. Prints per 30 s window and overall: scans published, labelled,
+latency p50 / p99 and node RSS.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from timing import write_json
 
-from xkd_ros.demo import NODE, node_command, ros_environment
+from xkd_ros.demo import NODE, node_command
+from xkd_ros.live import joined, offered_qos
 from xkd_ros.paths import config_path
+from xkd_ros.ros_env import domain_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "test/data"
-DDS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 RSS_EVERY_S = 10.0
 WINDOW_S = 30.0
 DISCOVERY_S = 30.0
@@ -60,11 +63,10 @@ def set_stamp(header, ns: int) -> None:
     header.stamp.sec, header.stamp.nanosec = divmod(ns, NS_PER_S)
 
 
-def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
-    """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed; returns the records."""
-    import rclpy
+def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
+    """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed to every input and this
+    process is matched to its labelled clouds; returns the records."""
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from std_msgs.msg import Float64
@@ -84,31 +86,41 @@ def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
         stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
         arrived.setdefault(stamp, now - start)
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("xkd_soak_bench", context=context)
-    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    cloud_pub = node.create_publisher(PointCloud2, "/lidar/points", qos)
-    image_pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", qos) for c in cameras}
-    info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
-    node.create_subscription(PointCloud2, f"/{NODE}/output/labeled_cloud", on_labelled, qos)
-    node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 50)
-    node.create_subscription(
-        DiagnosticArray,
-        "/diagnostics",
-        lambda m: diagnostics.update({kv.key: kv.value for kv in m.status[0].values}),
-        10,
-    )
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
-    try:
+    with joined(env, "xkd_soak_bench") as (node, executor):
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        cloud_pub = node.create_publisher(PointCloud2, "/lidar/points", qos)
+        image_pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", qos) for c in cameras}
+        info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
+        node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 50)
+        node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: diagnostics.update({kv.key: kv.value for kv in m.status[0].values}),
+            10,
+        )
+        publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
+        labelled = f"/{NODE}/output/labeled_cloud"
         waited = time.monotonic()
-        while any(p.get_subscription_count() == 0 for p in publishers):
-            if time.monotonic() - waited > DISCOVERY_S:
-                missing = [p.topic_name for p in publishers if p.get_subscription_count() == 0]
-                raise RuntimeError(f"segment_node did not subscribe within {DISCOVERY_S:.0f} s: {missing}")
-            executor.spin_once(timeout_sec=0.1)
+
+        def discovered(done: Callable[[], bool], what: Callable[[], str]) -> None:
+            while not done():
+                if time.monotonic() - waited > DISCOVERY_S:
+                    raise RuntimeError(f"segment_node: {what()} after {DISCOVERY_S:.0f} s")
+                executor.spin_once(timeout_sec=0.1)
+
+        discovered(
+            lambda: bool(node.get_publishers_info_by_topic(labelled)), lambda: f"no publisher on {labelled}"
+        )
+        # The reliability the node offers (its qos.reliable): a reliable reader never matches best effort.
+        output = node.create_subscription(PointCloud2, labelled, on_labelled, offered_qos(node, labelled, 5))
+        discovered(lambda: output.get_publisher_count() >= 1, lambda: f"{labelled} not matched")
+        discovered(
+            lambda: all(p.get_subscription_count() >= 1 for p in publishers),
+            lambda: (
+                "no subscriber on "
+                + ", ".join(p.topic_name for p in publishers if p.get_subscription_count() == 0)
+            ),
+        )
         waited = time.monotonic() - waited
         print(f"node discovered after {waited:.1f} s; soaking {seconds:.0f} s at {rate:g} Hz", flush=True)
 
@@ -148,10 +160,6 @@ def soak(node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
         value = rss_mb(node_pid)
         if value is not None:
             rss.append((time.time() - start, value))
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
     return {
         "published": published,
         "arrived": arrived,
@@ -247,8 +255,6 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    env = ros_environment()
-    os.environ.update({k: v for k, v in env.items() if k in DDS})  # this process joins the node's graph
     from xkd_ros.data import load_keyframe
     from xkd_ros.data.messages import frame_to_messages
 
@@ -259,7 +265,7 @@ def main() -> int:
 
     log_path = ROOT / "out/bench_node_soak.node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    with domain_environment("bench_node_soak") as env, log_path.open("w") as log:
         node = subprocess.Popen(
             node_command(config_path("nuscenes.rig.yaml"), cameras, offsets, compressed=False)
             + [arg for parameter in args.node_param for arg in ("-p", parameter)],
@@ -269,7 +275,7 @@ def main() -> int:
             cwd=ROOT,
         )
         try:
-            records = soak(node.pid, frame, messages, args.seconds, args.rate)
+            records = soak(env, node.pid, frame, messages, args.seconds, args.rate)
         finally:
             node.send_signal(signal.SIGINT)
             try:

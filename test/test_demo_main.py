@@ -1,77 +1,192 @@
-"""The main job over real DDS: recording -> xkd-replay -> segment_node -> what it published, evaluated."""
+"""The main job over real DDS: recording -> xkd-replay -> segment_node -> what it published, evaluated; and
+the hand-shakes of xkd_ros.live that make it deterministic on a busy machine."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
+from xkd_ros import demo
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.demo import main, node_command, ros_environment
-from xkd_ros.evaluate import listen_live
+from xkd_ros.live import LiveError, Recording, run_live
+from xkd_ros.ros_env import DOMAIN_IDS, RosEnvironmentError, domain_environment
 
 
-def test_demo_at_small_size(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 200)))
-    assert main(["--out", str(tmp_path), "--frames", "3", "--timeout", "120"]) == 0
+def synthetic_bag(path, frames, seed):
+    """A small synthetic drive (240x135 cameras) as a labelled bag."""
+    from xkd_ros.data.synthetic import SyntheticGenerator, load_config
+
+    overrides = {"camera": {"width": 240, "height": 135}, "sequence": {"frames_per_scene": frames}}
+    generator = SyntheticGenerator(load_config(overrides=overrides), seed=seed)
+    drive = [generator.sample("live", index).frame for index in range(frames)]
+    return write_bag(drive, path, image_format="jpeg"), drive
+
+
+def start_node(env, bag, drive, **options):
+    cameras = drive[0].rig.names
+    offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
+    command = demo.node_command(bag / "rig.yaml", cameras, offsets, **options)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(node):
+    node.send_signal(signal.SIGINT)
+    try:
+        return node.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        node.kill()
+        return node.communicate()[0]
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(400)
+def test_demo_at_small_size(tmp_path, ros_env, capsys):
+    assert demo.main(["--out", str(tmp_path), "--frames", "3"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["scans_labelled"] == report["scans_recorded"] == 3
+    assert report["scans_lost"] == []
     assert 0.2 < report["miou"] <= 1  # the default model on unseen synthetic scans (about 0.58 on 8 of them)
     assert report["node_total_ms"]["p50"] > 0
     assert (tmp_path / "bev.png").is_file()
+    domain = ros_env["ROS_DOMAIN_ID"]
+    assert f"ROS_DOMAIN_ID {domain} (from the environment)" in capsys.readouterr().out
 
 
-def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, monkeypatch):
-    """The nuScenes keyframe recorded as a bag, replayed, labelled by segment_node: the output is checked."""
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+FAKE_NODE = """
+import sys
+
+import numpy as np
+import rclpy
+from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2, PointField
+from std_msgs.msg import Float64
+
+from xkd_ros.msgs.point_cloud2 import create_cloud
+
+# A segment_node that cannot label its second scan: it subscribes and publishes what the real one does.
+rclpy.init(args=sys.argv)
+node = rclpy.create_node("segment", automatically_declare_parameters_from_overrides=True)
+labelled = node.create_publisher(PointCloud2, "~/output/labeled_cloud", 10)
+total = node.create_publisher(Float64, "~/debug/total_ms", 10)
+scans = []
+
+
+def on_scan(msg):
+    scans.append(msg.header.stamp)
+    if len(scans) == 2:
+        return
+    field = PointField(name="label", offset=0, datatype=PointField.UINT8, count=1)
+    labels = np.zeros((msg.width * msg.height, 1), np.uint8)
+    labelled.publish(create_cloud(msg.header, [field], labels))
+    total.publish(Float64(data=1.0))
+
+
+node.create_subscription(PointCloud2, "~/input/pointcloud", on_scan, 10)
+for camera in node.get_parameter("cameras").value:
+    node.create_subscription(CompressedImage, f"~/input/{camera}/image/compressed", lambda m: None, 10)
+    node.create_subscription(CameraInfo, f"~/input/{camera}/camera_info", lambda m: None, 10)
+try:
+    rclpy.spin(node)
+except KeyboardInterrupt:
+    pass
+"""
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(300)
+def test_demo_fails_naming_the_scans_the_node_did_not_label(tmp_path, ros_env, capsys, monkeypatch):
+    fake = tmp_path / "fake_node.py"
+    fake.write_text(FAKE_NODE)
+    real = demo.node_command
+    monkeypatch.setattr(demo, "node_command", lambda *a, **k: [sys.executable, str(fake), *real(*a, **k)[3:]])
+
+    assert demo.main(["--out", str(tmp_path / "out"), "--frames", "2"]) == 1
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    assert report["scans_recorded"] == 2
+    assert report["scans_labelled"] == 1
+    [lost] = report["scans_lost"]
+    assert lost["index"] == 1
+    seconds, nanoseconds = divmod(lost["stamp_ns"], 1_000_000_000)
+    assert f"xkd-demo: error: 1 of 2 scans not labelled: #2 (stamp {seconds}.{nanoseconds:09d} s)" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(300)
+def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, ros_env, monkeypatch):
+    """The nuScenes keyframe recorded as a bag (no labels), replayed, labelled by segment_node."""
     bag = write_bag([nuscenes_keyframe], tmp_path / "bag", image_format="jpeg")
-    cameras = nuscenes_keyframe.rig.names
-    offsets = [nuscenes_keyframe.image_stamps[c] - nuscenes_keyframe.stamp for c in cameras]
-    env = ros_environment()
-    command = node_command(bag / "rig.yaml", cameras, offsets)
-    node = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = start_node(ros_env, bag, [nuscenes_keyframe])
+    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.delenv(name)  # the graph is joined from ros_env alone
+    environment = dict(os.environ)
     try:
-        replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
-        outputs, _, totals = listen_live(env, replay, expected=1, timeout=60)
+        result = run_live(Recording.from_bag(bag), ros_env, node_process=node)
     finally:
-        node.send_signal(signal.SIGINT)
-        log = node.communicate(timeout=15)[0]
-    assert list(outputs) == [stamp_to_ns(nuscenes_keyframe.stamp)], log[-2000:]
-    labels = outputs[stamp_to_ns(nuscenes_keyframe.stamp)]
+        log = stop(node)
+    assert os.environ == environment  # joined the graph without changing this process's environment
+    assert list(result.outputs) == [stamp_to_ns(nuscenes_keyframe.stamp)], log[-2000:]
+    assert result.lost() == []
+    labels = result.outputs[stamp_to_ns(nuscenes_keyframe.stamp)]
     assert labels.shape == (34688,)
     assert np.all((labels < 14) | (labels == 255))
-    assert totals
-    assert os.environ["ROS_DOMAIN_ID"] == env["ROS_DOMAIN_ID"]
+    assert result.totals
 
 
-def test_evaluate_live_mode_scores_a_running_node(tmp_path, monkeypatch):
-    """`xkd-evaluate --live BAG`: replays a labelled bag while segment_node runs, scores what it published."""
-    from xkd_ros.data.synthetic import SyntheticGenerator, load_config
+@pytest.mark.dds
+@pytest.mark.timeout(300)
+def test_evaluate_live_scores_a_node_with_best_effort_outputs(tmp_path, ros_env):
+    """`xkd-evaluate --live BAG` against segment_node with the shipped QoS (qos.reliable false): the
+    listener takes the node's best-effort labelled clouds, which a reliable reader would never match."""
     from xkd_ros.evaluate import main as evaluate_main
 
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(100, 200)))
-    config = load_config(
-        overrides={"camera": {"width": 240, "height": 135}, "sequence": {"frames_per_scene": 2}}
-    )
-    generator = SyntheticGenerator(config, seed=5)
-    drive = [generator.sample("live", index).frame for index in range(2)]
-    bag = write_bag(drive, tmp_path / "bag", image_format="jpeg")
-    cameras = drive[0].rig.names
-    offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
-    env = ros_environment()
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", env["FASTDDS_DEFAULT_PROFILES_FILE"])
-    command = node_command(bag / "rig.yaml", cameras, offsets)
-    node = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bag, drive = synthetic_bag(tmp_path / "bag", frames=2, seed=5)
+    node = start_node(ros_env, bag, drive, reliable=False, depth=len(drive))
     try:
-        code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval"), "--timeout", "60"])
+        code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval")])
     finally:
-        node.send_signal(signal.SIGINT)
-        log = node.communicate(timeout=15)[0]
+        log = stop(node)
+    assert "QoS best effort" in log
     assert code == 0, log[-2000:]
     report = json.loads((tmp_path / "eval/live_report.json").read_text())
     assert report["scans_labelled"] == report["scans_with_ground_truth"] == 2
+    assert report["scans_lost"] == []
     assert 0 < report["miou"] <= 1
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(120)
+def test_the_wait_for_the_node_ends_when_it_exits(tmp_path, ros_env):
+    bag, _ = synthetic_bag(tmp_path / "bag", frames=1, seed=3)
+    gone = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    gone.wait()
+    with pytest.raises(LiveError, match="segment_node exited with status 3"):
+        run_live(Recording.from_bag(bag), ros_env, node_process=gone)
+
+
+def test_a_run_uses_the_users_domain_or_reserves_its_own(monkeypatch, capsys):
+    monkeypatch.setenv("ROS_DOMAIN_ID", "42")
+    with domain_environment("xkd-demo") as env:
+        assert env["ROS_DOMAIN_ID"] == "42"
+        assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert "ROS_DOMAIN_ID 42 (from the environment)" in capsys.readouterr().out
+
+    monkeypatch.delenv("ROS_DOMAIN_ID")
+    with domain_environment() as first, domain_environment() as second:
+        ids = {int(first["ROS_DOMAIN_ID"]), int(second["ROS_DOMAIN_ID"])}
+        assert len(ids) == 2  # reserved: two runs at a time never share one
+        assert ids <= set(DOMAIN_IDS)
+    assert "ROS_DOMAIN_ID" not in os.environ
+
+    for wrong in ("lots", "300"):
+        monkeypatch.setenv("ROS_DOMAIN_ID", wrong)
+        refused = pytest.raises(
+            RosEnvironmentError, match=f"ROS_DOMAIN_ID '{wrong}' is not a whole number in 0-232"
+        )
+        with refused, domain_environment():
+            pass

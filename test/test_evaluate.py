@@ -1,19 +1,24 @@
 """xkd-evaluate offline: the default model on synthetic frames, fusion and LiDAR-only side by side."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from conftest import REPO
 
+from xkd_ros.data import load_class_set
 from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.data.rosbag import write_bag
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.synthetic.generator import main as synthesize
 from xkd_ros.evaluate import evaluate, main, write_report
+from xkd_ros.live import LiveResult, Recording, describe_lost, wait_budget
 from xkd_ros.pipeline import Segmenter
 
 MODEL = REPO / "models/xkd_synthetic.onnx"
+NS = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +62,50 @@ def test_command_line_on_a_written_split(tmp_path):
 def test_frames_without_labels_are_refused(nuscenes_keyframe):
     with pytest.raises(ValueError, match="needs labels of class set 'synthetic'"):
         evaluate([nuscenes_keyframe], Segmenter.from_model(MODEL))
+
+
+# Live mode: what can be checked without DDS (the runs over DDS are in test_demo_main.py).
+
+
+def recording(stamps, label_topic="/lidar/labels"):
+    return Recording(
+        Path("bag"), "/lidar/points", label_topic, ("/lidar/points",), tuple(stamps), "synthetic"
+    )
+
+
+def test_live_result_names_the_scans_without_a_labelled_cloud():
+    stamps = [10_000_000_000, 10_500_000_000, 11_000_000_000]
+    labels = np.zeros(4, dtype=np.uint8)
+    result = LiveResult(recording(stamps), outputs={stamps[0] + 300: labels, stamps[2]: labels})
+    result.truth = {stamps[0] + 300: labels, stamps[2]: labels}
+    result.totals = [50.0, 60.0]
+    assert result.lost() == [(1, stamps[1])]  # a stamp back from float seconds still matches its scan
+    assert not result.complete()
+    assert describe_lost(result.lost(), 3) == "1 of 3 scans not labelled: #2 (stamp 10.500000000 s)"
+    report = result.report(load_class_set("synthetic"))
+    assert report["scans_recorded"] == 3
+    assert report["scans_labelled"] == 2
+    assert report["scans_lost"] == [{"index": 1, "stamp_ns": stamps[1]}]
+
+    result.outputs[stamps[1]] = labels
+    assert not result.complete()  # its total_ms and ground truth are still to come
+    result.totals.append(55.0)
+    result.truth[stamps[1]] = labels
+    assert result.complete()
+
+
+def test_the_live_wait_scales_with_the_recording():
+    short, long = recording([0, NS]), recording(range(0, 100 * NS, NS // 2))
+    assert wait_budget(long, rate=1.0) > wait_budget(short, rate=1.0)
+    assert wait_budget(long, rate=0.5) - wait_budget(long, rate=1.0) == pytest.approx(99.5)
+    assert wait_budget(short, 1.0, startup_s=0, per_scan_s=1) == pytest.approx(1 + 2)
+
+
+def test_live_mode_refuses_a_bag_without_labels(tmp_path, nuscenes_keyframe, capsys):
+    bag = write_bag([nuscenes_keyframe], tmp_path / "bag", image_format="jpeg")
+    assert main([str(bag), "--live", "--out", str(tmp_path / "eval")]) == 1
+    assert capsys.readouterr().err == (
+        f"xkd-evaluate: error: {bag}: no label topic in the bag, nothing to score the labels against\n"
+    )
+    with pytest.raises(SystemExit):
+        main([str(bag), "--live", "--rate", "0"])

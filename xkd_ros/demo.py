@@ -2,18 +2,20 @@
 
 1. a synthetic recording: a drive through the synthetic street, written as a rosbag2 (mcap) with JPEG
    cameras, CameraInfo, /tf_static and a ground-truth label cloud;
-2. `segment_node` started through the entry point the launch file uses, with the default model;
-3. `xkd-replay` plays the recording over DDS (the large-data Fast DDS profile);
+2. `segment_node` started through the entry point the launch file uses, with the default model, on the
+   ROS_DOMAIN_ID of the environment or else one reserved for the run (xkd_ros.ros_env), printed;
+3. once the node is up and this process is matched to its outputs, `xkd-replay` plays the recording over
+   DDS (the large-data Fast DDS profile), waiting for the node's subscriptions first (xkd_ros.live);
 4. this process listens to what the node publishes, pairs each labelled cloud with the ground truth of its
    scan, and prints mIoU, per-class IoU and latency; pictures go to the output folder.
+
+The exit status is 1 when any scan of the recording was not labelled; the lost scans are named.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import shutil
 import signal
 import subprocess
@@ -28,8 +30,9 @@ from xkd_ros.data import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.evaluate import listen_live, score_live
+from xkd_ros.live import LiveError, LiveResult, Recording, describe_lost, run_live
 from xkd_ros.paths import config_path
+from xkd_ros.ros_env import RosEnvironmentError, domain_environment
 
 NODE = "segment"
 
@@ -47,27 +50,28 @@ def record(out: Path, frames: int, seed: int) -> tuple[Path, list]:
     return write_bag(drive, bag, storage="mcap", image_format="jpeg"), drive
 
 
-def ros_environment() -> dict[str, str]:
-    """Loopback-only discovery on a domain of our own, and the large-data Fast DDS profile."""
-    env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_path("fastdds.xml")))
-    return env
-
-
 def node_command(
-    rig_path: Path, cameras: list[str], offsets: list[float], compressed: bool = True
+    rig_path: Path,
+    cameras: list[str],
+    offsets: list[float],
+    compressed: bool = True,
+    reliable: bool = True,
+    depth: int | None = None,
 ) -> list[str]:
     """segment_node with the shipped parameters, this rig, these cameras and their timing (image stamp - scan
-    stamp), its inputs remapped to the topics of xkd_ros.data.rosbag.BagTopics (what write_bag records)."""
+    stamp), its inputs remapped to the topics of xkd_ros.data.rosbag.BagTopics (what write_bag records).
+    `reliable` (qos.reliable) makes its inputs and its labelled clouds reliable; otherwise they keep the
+    shipped best-effort sensor-data QoS. `depth` (qos.depth) replaces the shipped input queue of one: on a
+    vehicle a busy node should skip stale scans, but an evaluation scores every scan of a recording, so it
+    queues as many as the recording has and the node works through them however slow the machine."""
     transport, suffix = ("compressed", "/compressed") if compressed else ("raw", "")
     ros_args = ["--params-file", str(config_path("segment.param.yaml")), "-r", f"__node:={NODE}"]
     parameters = {
         "rig_path": str(rig_path),
         "cameras": "[" + ", ".join(cameras) + "]",  # the order of camera_offsets
         "camera_transport": transport,
-        "qos.reliable": "true",
+        **({"qos.reliable": "true"} if reliable else {}),
+        **({"qos.depth": str(depth)} if depth is not None else {}),
         "sync.camera_offsets": "[" + ", ".join(f"{o:.4f}" for o in offsets) + "]",
     }
     for name, value in parameters.items():
@@ -79,6 +83,34 @@ def node_command(
     return [sys.executable, "-m", "xkd_ros.node", "--ros-args", *ros_args]
 
 
+def run_node(
+    recording: Recording,
+    cameras: list[str],
+    offsets: list[float],
+    log: Path,
+    timeout: float | None = None,
+) -> LiveResult:
+    """segment_node on the recording's rig, the recording replayed to it, what it published; the node's
+    output goes to `log` (a file: a pipe nobody reads would stall a node that logs much)."""
+    with domain_environment("xkd-demo") as env, log.open("w") as out:
+        node = subprocess.Popen(
+            node_command(recording.bag / "rig.yaml", cameras, offsets, depth=len(recording.stamps)),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            return run_live(recording, env, NODE, node_process=node, timeout=timeout)
+        finally:
+            node.send_signal(signal.SIGINT)
+            try:
+                node.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xkd-demo", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -86,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=int, default=16, help="scans in the recording (0.5 s apart)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the whole run")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait at most once the replay starts (default: scaled with the recording)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -95,58 +132,54 @@ def main(argv: list[str] | None = None) -> int:
     cameras = drive[0].rig.names
     offsets = [float(np.mean([f.image_stamps[c] - f.stamp for f in drive])) for c in cameras]
     seconds = time.perf_counter() - started
-    print(f"recorded {len(drive)} scans, {len(cameras)} cameras -> {bag} ({seconds:.0f} s)")
+    print(f"recorded {len(drive)} scans, {len(cameras)} cameras -> {bag} ({seconds:.0f} s)", flush=True)
 
-    env = ros_environment()
-    node = subprocess.Popen(
-        node_command(bag / "rig.yaml", cameras, offsets),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    node_log = args.out / "node.log"
     try:
-        replay = [sys.executable, "-m", "xkd_ros.replay", str(bag), "--delay", "3"]
-        outputs, truth, totals = listen_live(env, replay, len(drive), args.timeout, NODE)
-    finally:
-        node.send_signal(signal.SIGINT)
-        try:
-            node_log = node.communicate(timeout=15)[0]
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node_log = node.communicate()[0]
-    (args.out / "node.log").write_text(node_log)
+        result = run_node(Recording.from_bag(bag), cameras, offsets, node_log, args.timeout)
+    except (LiveError, RosEnvironmentError) as error:
+        print(f"xkd-demo: error: {error}; the node's log: {node_log}", file=sys.stderr)
+        return 1
 
     classes = load_class_set("synthetic")
-    report = {"scans_recorded": len(drive), **score_live(outputs, truth, totals, classes)}
-    if not report["scans_labelled"]:
-        print(f"the node labelled no scan of the recording; its log: {args.out / 'node.log'}")
-        return 1
-    matched = sorted(set(outputs) & set(truth))
-    latency = report["node_total_ms"]
+    report = result.report(classes)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    first = next(f for f in drive if stamp_to_ns(f.stamp) == matched[0])
+    lost = result.lost()
+    if not report["scans_labelled"]:
+        print(
+            f"xkd-demo: error: the node labelled no scan of the recording; its log: {node_log}",
+            file=sys.stderr,
+        )
+        return 1
+    matched = sorted(set(result.outputs) & set(result.truth))
+    first = next((f for f in drive if stamp_to_ns(f.stamp) == matched[0]), drive[0])
     bev = [
         render_bev(first.xyz, classes.colorize(first.labels), size=450),
-        render_bev(first.xyz, classes.colorize(outputs[matched[0]]), size=450),
+        render_bev(first.xyz, classes.colorize(result.outputs[matched[0]]), size=450),
     ]
     label_text(bev[0], "ground truth", origin=(8, 440))
     label_text(bev[1], "segment_node output", origin=(8, 440))
     cv2.imwrite(str(args.out / "bev.png"), np.hstack(bev))
     cv2.imwrite(str(args.out / "frame.png"), render_frame(first))
 
-    print(f"segment_node labelled {len(matched)} of {len(drive)} scans replayed over DDS")
+    print(f"segment_node labelled {len(drive) - len(lost)} of {len(drive)} scans replayed over DDS")
     print(
         f"mIoU {100 * report['miou']:.1f} %  ("
         + ", ".join(f"{n} {100 * v:.0f}" for n, v in report["iou"].items() if v is not None)
         + ")"
     )
+    latency = report["node_total_ms"]
     if latency:
         p50, p90 = latency["p50"], latency["p90"]
         print(
             f"node processing per scan (pre-processing, inference, labels): p50 {p50:.0f}, p90 {p90:.0f} ms"
         )
     print(f"pictures and report in {args.out} ({time.perf_counter() - started:.0f} s in all)")
+    if lost:
+        print(
+            f"xkd-demo: error: {describe_lost(lost, len(drive))}; the node's log: {node_log}", file=sys.stderr
+        )
+        return 1
     return 0
 
 

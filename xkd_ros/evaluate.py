@@ -3,6 +3,8 @@
 The same `Segmenter` call as the node, on frames from any data set `open_frames` reads, no DDS, so the result
 is deterministic. Per mode: confusion matrix, per-class IoU, mIoU and latency percentiles; written as JSON,
 markdown and PNG pictures (confusion matrices, per-class IoU bars, a labelled bird's-eye view).
+`--live` scores a running segment_node on a replayed bag instead: the DDS side is xkd_ros.live, the scoring
+(`score_live`) is here.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,6 @@ from xkd_ros.data import Frame, load_class_set, open_frames
 from xkd_ros.data.classes import ClassSet
 from xkd_ros.data.render import label_text, render_bev
 from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
-from xkd_ros.msgs import read_points
 from xkd_ros.pipeline import Segmenter
 
 MODES = {"fusion": False, "lidar_only": True}  # mode -> lidar_only flag of Segmenter.segment_frame
@@ -168,60 +167,6 @@ def write_report(results: dict, segmenter: Segmenter, frames: Sequence[Frame], o
     return report
 
 
-def listen_live(
-    env: dict[str, str], replay: list[str], expected: int, timeout: float, node_name: str = "segment"
-) -> tuple[dict, dict, list]:
-    """Run the replay while subscribed to the node's output and the ground truth; returns labels by stamp
-    (node output, ground truth) and the node's total_ms per scan."""
-    dds = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
-    os.environ.update({k: v for k, v in env.items() if k in dds})  # this process joins the same graph
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import Float64
-
-    outputs, truth, totals = {}, {}, []
-
-    def stamp(msg) -> int:
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("xkd_demo_listener", context=context)
-    qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
-    node.create_subscription(
-        PointCloud2,
-        f"/{node_name}/output/labeled_cloud",
-        lambda m: outputs.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
-        qos,
-    )
-    node.create_subscription(
-        PointCloud2,
-        "/lidar/labels",
-        lambda m: truth.__setitem__(stamp(m), read_points(m, ["label"])["label"].copy()),
-        qos,
-    )
-    node.create_subscription(Float64, f"/{node_name}/debug/total_ms", lambda m: totals.append(m.data), 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    player = subprocess.Popen(replay, env=env)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and player.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
-        settle = time.monotonic() + 3.0  # the last scans are still in the node
-        while time.monotonic() < settle and len(outputs) < expected:
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        if player.poll() is None:
-            player.terminate()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    return outputs, truth, totals
-
-
 def score_live(outputs: dict, truth: dict, totals: list, classes: ClassSet) -> dict:
     """mIoU and per-class IoU of the node's labels against the ground truth of the same scans, and the
     node's processing time per scan (its ~/debug/total_ms)."""
@@ -258,23 +203,20 @@ def main(argv: list[str] | None = None) -> int:
         help="live mode: replay `data` (a bag with a label topic) while a running segment_node labels it",
     )
     parser.add_argument("--node", default="segment", help="live mode: the node's name (its output topics)")
-    parser.add_argument("--timeout", type=float, default=300.0, help="live mode: seconds to wait at most")
+    parser.add_argument("--rate", type=float, default=1.0, help="live mode: replay speed factor (default 1)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="live mode: seconds to wait at most once the replay starts (default: scaled with the recording)",
+    )
     args = parser.parse_args(argv)
+    if not args.rate > 0:
+        parser.error(f"--rate: {args.rate:g} is not > 0")
     from xkd_ros.paths import share_dir
 
     if args.live:
-        from xkd_ros.data.rosbag import RosbagDataset
-
-        bag = RosbagDataset(args.data)
-        replay = [sys.executable, "-m", "xkd_ros.replay", str(args.data), "--delay", "2"]
-        env = dict(os.environ)
-        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_dir() / "config/fastdds.xml"))
-        outputs, truth, totals = listen_live(env, replay, len(bag), args.timeout, args.node)
-        report = score_live(outputs, truth, totals, load_class_set(bag.classes))
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "live_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"{report['scans_labelled']} of {len(bag)} scans labelled: mIoU {100 * report['miou']:.1f}")
-        return 0 if report["scans_labelled"] else 1
+        return _live(args)
     model = args.model or share_dir() / "models/xkd_synthetic.onnx"
     frames = open_frames(args.data, **({"split": args.split} if args.split else {}))
     if args.max_frames:
@@ -283,4 +225,34 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(evaluate(frames, segmenter), segmenter, frames, args.out, str(model))
     summary = ", ".join(f"{mode} {100 * r['miou']:.1f}" for mode, r in report["modes"].items())
     print(f"{len(frames)} frames: mIoU {summary}; report in {args.out}")
+    return 0
+
+
+def _live(args: argparse.Namespace) -> int:
+    """xkd-evaluate --live: replay the bag to the running node and score what it published. The node runs
+    already, so this joins its graph as the environment says (ROS_DOMAIN_ID, discovery range), adding only
+    the large-data Fast DDS profile where none is set. Exit status 1 when a scan was not labelled."""
+    from xkd_ros.data.rosbag import RosbagError
+    from xkd_ros.live import LiveError, Recording, describe_lost, run_live
+    from xkd_ros.paths import config_path
+
+    env = dict(os.environ)
+    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_path("fastdds.xml")))
+    try:
+        recording = Recording.from_bag(args.data)
+        if recording.label_topic is None:
+            raise LiveError(f"{args.data}: no label topic in the bag, nothing to score the labels against")
+        result = run_live(recording, env, args.node, rate=args.rate, timeout=args.timeout)
+    except (LiveError, RosbagError) as error:
+        print(f"xkd-evaluate: error: {error}", file=sys.stderr)
+        return 1
+    report = result.report(load_class_set(recording.classes))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "live_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    recorded = report["scans_recorded"]
+    print(f"{report['scans_labelled']} of {recorded} scans labelled: mIoU {100 * report['miou']:.1f} %")
+    lost = result.lost()
+    if lost:
+        print(f"xkd-evaluate: error: {describe_lost(lost, recorded)}", file=sys.stderr)
+        return 1
     return 0

@@ -8,11 +8,23 @@ the message class, so topics whose type has no Python package installed here (e.
 
     xkd-replay BAG [--rate R] [--loop] [--clock [HZ]] [--remap FROM:=TO ...] [--topics T ...]
                    [--start-paused] [--qos reliable|best_effort] [--delay S]
+                   [--wait-for-subscribers [N]] [--wait-timeout S]
 
---start-paused waits for Enter on stdin before the first message (after --delay). --clock publishes
+Messages sent before a subscriber matched are lost to it, so --wait-for-subscribers N holds the first
+message until every played topic (its name after --remap; /clock with --clock) has N matched subscriptions,
+or fails naming the topics still unmatched after --wait-timeout seconds. After the last message it waits
+(at most --wait-timeout seconds) until every reliable subscriber acknowledged everything, so that leaving
+does not take the last messages with it; what stays unacknowledged is named in a warning. --start-paused
+waits for Enter on stdin before the first message (after the subscribers and --delay). --clock publishes
 rosgraph_msgs/Clock on /clock with the bag time (default 100 Hz) for nodes run with use_sim_time. Topics
-recorded as transient_local (latched, e.g. /tf_static) are offered transient_local; all others use
---qos with depth 10.
+recorded as transient_local (latched, e.g. /tf_static) are offered transient_local; all others use --qos
+with depth 10.
+
+A bag is data, not code: a message type is imported only when its name is `pkg/msg/Name` and the ament index
+registers `pkg` as a ROS interface package with that message; any other name is refused as corrupt. A bag
+that cannot be read (a truncated mcap, a corrupt sqlite3 file, a metadata.yaml whose files, storage or
+message counts do not match the storage) is one line `xkd-replay: error: BAG: ...` and exit status 1, also
+when the damage is found in the middle of playing.
 
 Large messages (images, scans) need a Fast DDS profile with a big shared-memory segment: where
 FASTDDS_DEFAULT_PROFILES_FILE is not set and the package's config/fastdds.xml exists, it is used.
@@ -21,20 +33,27 @@ FASTDDS_DEFAULT_PROFILES_FILE is not set and the package's config/fastdds.xml ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_remap"]
+from xkd_ros.ros_env import process_environment
+
+__all__ = ["ReplayError", "main", "message_class", "parse_remap"]
 
 NS_PER_S = 1_000_000_000
 DEPTH = 10
+POLL_S = 0.02  # how often the matched subscriptions are counted while waiting
+# pkg/msg/Name with identifier characters: the only message type names that are looked up at all.
+MESSAGE_TYPE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)/msg/([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class ReplayError(RuntimeError):
@@ -64,6 +83,16 @@ def _non_negative(text: str) -> float:
     value = float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not >= 0")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return value
 
 
@@ -100,18 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--qos", choices=("reliable", "best_effort"), default="reliable", help="default reliable"
     )
     parser.add_argument("--delay", type=_non_negative, default=0.0, metavar="S", help="wait S seconds first")
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=_count,
+        nargs="?",
+        const=1,
+        default=0,
+        metavar="N",
+        help="before the first message, wait until every played topic has N matched subscribers (default 1)",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=_positive,
+        default=60.0,
+        metavar="S",
+        help="longest wait for subscribers to match, and for them to acknowledge the last messages (60)",
+    )
     return parser
 
 
 # The bag.
-
-
-@dataclass(frozen=True)
-class Topic:
-    name: str  # as recorded
-    msgtype: str  # e.g. sensor_msgs/msg/PointCloud2
-    count: int
-    latched: bool
 
 
 def _bag_path(path: Path) -> Path:
@@ -133,9 +170,14 @@ def _open(path: Path):
     try:
         reader = Reader(path)
         reader.open()
-    except Exception as error:  # rosbags raises ReaderError and others on bad bags
-        raise ReplayError(f"{path}: cannot read the bag: {error}") from error
+    except Exception as error:  # rosbags raises ReaderError, and others (sqlite, yaml) on bad bags
+        raise ReplayError(f"{path}: cannot read the bag: {_first_line(error)}") from None
     return reader
+
+
+def _first_line(error: Exception) -> str:
+    """An error's first line: a YAML parser's message goes on with the offending text and a caret."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _latched(connection: Any) -> bool:
@@ -145,14 +187,45 @@ def _latched(connection: Any) -> bool:
     return any(profile.durability == QosDurability.TRANSIENT_LOCAL for profile in profiles)
 
 
+def _ament_prefixes() -> list[Path]:
+    """Where ament indexes live: AMENT_PREFIX_PATH (a sourced ROS install or colcon workspace), then this
+    Python's prefix (the PyPI ROS wheels install their index in <venv>/share/ament_index)."""
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return [*prefixes, Path(sys.prefix)]
+
+
+def is_interface(package: str, name: str) -> bool:
+    """Whether the ament index registers `package` as a ROS interface package with message `name` (the
+    resource rosidl_interfaces/<package> lists its interface files, msg/<Name>.idl and .msg)."""
+    files = {f"msg/{name}.idl", f"msg/{name}.msg"}
+    for prefix in _ament_prefixes():
+        resource = prefix / "share" / "ament_index" / "resource_index" / "rosidl_interfaces" / package
+        try:
+            if files & set(resource.read_text().split()):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def message_class(msgtype: str) -> type | None:
-    """The rclpy class of 'pkg/msg/Name', or None where its Python package is not installed."""
-    package, _, name = msgtype.rpartition("/")
+    """The rclpy class of 'pkg/msg/Name', or None where no ROS interface package here has it.
+
+    A bag names its types, so nothing is imported on its word alone: only `pkg/msg/Name` names (identifier
+    characters) are looked up, and `pkg.msg` is imported only when the ament index registers `pkg` as an
+    interface package with that message. Raises ValueError for any other name."""
+    match = MESSAGE_TYPE.fullmatch(msgtype)
+    if match is None:
+        raise ValueError(f"{msgtype!r} is not a message type (pkg/msg/Name)")
+    package, name = match.groups()
+    if not is_interface(package, name):
+        return None
     try:
-        module = importlib.import_module(package.replace("/", "."))
+        module = importlib.import_module(f"{package}.msg")
     except ImportError:
         return None
-    return getattr(module, name, None)
+    cls = getattr(module, name, None)
+    return cls if isinstance(cls, type) else None
 
 
 # Playing.
@@ -203,26 +276,15 @@ def play(args: argparse.Namespace) -> int:
         reader.close()
 
 
-def _play(reader: Any, path: Path, args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.signals import SignalHandlerOptions
-
-    by_name: dict[str, list[Any]] = {}
-    for connection in reader.connections:
-        by_name.setdefault(connection.topic, []).append(connection)
-    wanted = set(by_name)
-    if args.topics is not None:
-        wanted = {_absolute(topic) for topic in args.topics}
-        absent = sorted(wanted - set(by_name))
-        if absent:
-            print(f"xkd-replay: warning: {path}: no topics {', '.join(absent)} in the bag", file=sys.stderr)
-        wanted &= set(by_name)
-    remap = dict(args.remap)
-    absent = sorted(set(remap) - set(by_name))
-    if absent:
-        print(f"xkd-replay: warning: --remap: no topics {', '.join(absent)} in the bag", file=sys.stderr)
-
+def _message_classes(path: Path, by_name: dict[str, list[Any]], wanted: set[str]) -> dict[str, type]:
+    """The class of every wanted topic whose type is installed here; the others are named in a warning. A
+    type name that is not a message type is a corrupt bag."""
+    for topic, connections in sorted(by_name.items()):
+        for connection in connections:
+            if MESSAGE_TYPE.fullmatch(connection.msgtype) is None:
+                raise ReplayError(
+                    f"{path}: topic {topic}: {connection.msgtype!r} is not a message type (pkg/msg/Name)"
+                )
     classes: dict[str, type] = {}
     skipped: list[str] = []
     for topic in sorted(wanted):
@@ -238,6 +300,26 @@ def _play(reader: Any, path: Path, args: argparse.Namespace) -> int:
             f"{', '.join(skipped)}",
             file=sys.stderr,
         )
+    return classes
+
+
+def _play(reader: Any, path: Path, args: argparse.Namespace) -> int:
+    by_name: dict[str, list[Any]] = {}
+    for connection in reader.connections:
+        by_name.setdefault(connection.topic, []).append(connection)
+    wanted = set(by_name)
+    if args.topics is not None:
+        wanted = {_absolute(topic) for topic in args.topics}
+        absent = sorted(wanted - set(by_name))
+        if absent:
+            print(f"xkd-replay: warning: {path}: no topics {', '.join(absent)} in the bag", file=sys.stderr)
+        wanted &= set(by_name)
+    remap = dict(args.remap)
+    absent = sorted(set(remap) - set(by_name))
+    if absent:
+        print(f"xkd-replay: warning: --remap: no topics {', '.join(absent)} in the bag", file=sys.stderr)
+
+    classes = _message_classes(path, by_name, wanted)
     connections = [c for topic in classes for c in by_name[topic]]
     count = sum(c.msgcount for c in connections)
     duration = reader.duration / NS_PER_S if reader.message_count else 0.0
@@ -249,34 +331,23 @@ def _play(reader: Any, path: Path, args: argparse.Namespace) -> int:
     if not connections:
         print(f"xkd-replay: {path}: nothing to play", file=sys.stderr)
         return 0
-
-    reliability = ReliabilityPolicy.RELIABLE if args.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    # rclpy's SIGINT handler would shut the context down under a publish; Ctrl-C raises KeyboardInterrupt.
-    rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)
-    try:
-        node = rclpy.create_node("xkd_replay")
-        publishers: dict[int, Any] = {}
-        for topic, cls in classes.items():
-            latched = any(_latched(c) for c in by_name[topic])
-            qos = QoSProfile(
-                history=HistoryPolicy.KEEP_LAST,
-                depth=1 if latched else DEPTH,
-                reliability=ReliabilityPolicy.RELIABLE if latched else reliability,
-                durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
-            )
-            publisher = node.create_publisher(cls, remap.get(topic, topic), qos)
-            for connection in by_name[topic]:
-                publishers[connection.id] = publisher
+    with _ros_node() as node:
+        publishers = _publishers(node, classes, by_name, remap, args.qos)
         clock = _Clock(args.rate)
         stop = threading.Event()
         clock_thread = None
+        waited = _unique(publishers)
         if args.clock is not None:
             from rosgraph_msgs.msg import Clock
 
             clock_publisher = node.create_publisher(Clock, "/clock", DEPTH)
+            waited.append(clock_publisher)
             clock_thread = threading.Thread(
                 target=_publish_clock, args=(clock_publisher, clock, args.clock, stop), daemon=True
             )
+        if args.wait_for_subscribers:
+            _wait_for_subscribers(path, waited, args.wait_for_subscribers, args.wait_timeout)
+        if clock_thread is not None:
             clock_thread.start()
         try:
             if args.delay:
@@ -284,50 +355,166 @@ def _play(reader: Any, path: Path, args: argparse.Namespace) -> int:
             if args.start_paused:
                 print("xkd-replay: paused; press Enter to play", flush=True)
                 sys.stdin.readline()
-            while True:
-                _play_once(reader, connections, publishers, clock)
-                if not args.loop:
-                    break
+            played = _play_once(reader, path, connections, publishers, clock)
+            _check_counts(path, connections, played)
+            while args.loop:
+                _play_once(reader, path, connections, publishers, clock)
         finally:
             stop.set()
             if clock_thread is not None:
                 clock_thread.join()
-        # Give reliable subscribers a moment to take the last messages before the publishers go.
-        time.sleep(0.2)
-        node.destroy_node()
-    finally:
-        rclpy.try_shutdown()
+        _wait_for_acks(path, publishers, args.wait_timeout)
     return 0
 
 
-def _play_once(reader: Any, connections: list[Any], publishers: dict[int, Any], clock: _Clock) -> None:
-    start: float | None = None
-    first_ns = 0
-    for connection, log_ns, raw in reader.messages(connections=connections):
-        if start is None:
-            start, first_ns = time.monotonic(), log_ns
-            clock.reset(first_ns, start)
-        _sleep_until(start + (log_ns - first_ns) / NS_PER_S / clock.rate)
-        publishers[connection.id].publish(bytes(raw))
+@contextlib.contextmanager
+def _ros_node() -> Iterator[Any]:
+    """A node `xkd_replay` in the default context, with the large-data Fast DDS profile (config/fastdds.xml)
+    unless FASTDDS_DEFAULT_PROFILES_FILE is set; os.environ is as it was afterwards."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    overrides = {}
+    if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        profile = _fastdds_profile()
+        if profile is not None:
+            overrides["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    node = None
+    try:
+        with process_environment(overrides):
+            # No arguments: rcl would read FROM:=TO in our own command line as its own (deprecated) remap
+            # rules. No SIGINT handler: it would shut the context down under a publish; Ctrl-C raises
+            # KeyboardInterrupt instead.
+            rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+            node = rclpy.create_node("xkd_replay")
+        yield node
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
 
 
-def _use_fastdds_profile() -> None:
-    """Point Fast DDS at config/fastdds.xml (large messages over shared memory) unless the user chose."""
-    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
-        return
+def _fastdds_profile() -> Path | None:
+    """config/fastdds.xml of the package (large messages over shared memory), or None without one."""
     try:
         from xkd_ros.paths import config_path
 
         profile = config_path("fastdds.xml")
     except Exception:  # no share directory: keep Fast DDS's defaults
-        return
-    if profile.is_file():
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+        return None
+    return profile if profile.is_file() else None
+
+
+def _publishers(
+    node: Any, classes: dict[str, type], by_name: dict[str, list[Any]], remap: dict[str, str], qos_name: str
+) -> dict[int, Any]:
+    """One publisher per played topic (under its remapped name), keyed by the ids of its connections."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    reliability = ReliabilityPolicy.RELIABLE if qos_name == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    publishers: dict[int, Any] = {}
+    for topic, cls in classes.items():
+        latched = any(_latched(c) for c in by_name[topic])
+        qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1 if latched else DEPTH,
+            reliability=ReliabilityPolicy.RELIABLE if latched else reliability,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+        )
+        publisher = node.create_publisher(cls, remap.get(topic, topic), qos)
+        for connection in by_name[topic]:
+            publishers[connection.id] = publisher
+    return publishers
+
+
+def _unique(publishers: dict[int, Any]) -> list[Any]:
+    return list({id(p): p for p in publishers.values()}.values())
+
+
+def _wait_for_subscribers(path: Path, publishers: list[Any], wanted: int, timeout: float) -> None:
+    """Block until every publisher has `wanted` matched subscriptions; ReplayError naming the topics that
+    have fewer after `timeout` seconds. Matching is DDS discovery, done by its own threads: no spinning."""
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    waiting = publishers
+    while True:
+        waiting = [p for p in waiting if p.get_subscription_count() < wanted]
+        if not waiting:
+            break
+        if time.monotonic() >= deadline:
+            names = ", ".join(sorted(p.topic_name for p in waiting))
+            what = "no subscriber" if wanted == 1 else f"fewer than {wanted} subscribers"
+            raise ReplayError(f"{path}: {what} matched on {names} within {timeout:g} s")
+        time.sleep(POLL_S)
+    print(
+        f"xkd-replay: {wanted} subscriber(s) matched on every topic after {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
+
+
+def _wait_for_acks(path: Path, publishers: dict[int, Any], timeout: float) -> None:
+    """Wait (at most `timeout` s in all) until every reliable subscriber acknowledged all messages, so that
+    leaving does not take the last ones with it; warn naming the topics still unacknowledged."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout
+    unacked = []
+    for publisher in _unique(publishers):
+        left = max(deadline - time.monotonic(), 0.0)
+        if not publisher.wait_for_all_acked(Duration(nanoseconds=int(left * NS_PER_S))):
+            unacked.append(publisher.topic_name)
+    if unacked:
+        print(
+            f"xkd-replay: warning: {path}: not acknowledged by every subscriber within {timeout:g} s: "
+            f"{', '.join(sorted(unacked))}",
+            file=sys.stderr,
+        )
+
+
+def _play_once(
+    reader: Any, path: Path, connections: list[Any], publishers: dict[int, Any], clock: _Clock
+) -> Counter:
+    """One pass over the bag with the recorded timing; returns the messages played per connection id. A
+    message that cannot be read is a ReplayError saying how far the play got."""
+    start: float | None = None
+    first_ns = 0
+    played: Counter = Counter()
+    messages = reader.messages(connections=connections)
+    while True:
+        try:
+            connection, log_ns, raw = next(messages)
+        except StopIteration:
+            return played
+        except Exception as error:  # rosbags, sqlite (apsw), mcap decoding: the storage is damaged
+            total = sum(played.values())
+            raise ReplayError(
+                f"{path}: cannot read message {total + 1} (after {total} played): {_first_line(error)}"
+            ) from None
+        if start is None:
+            start, first_ns = time.monotonic(), log_ns
+            clock.reset(first_ns, start)
+        _sleep_until(start + (log_ns - first_ns) / NS_PER_S / clock.rate)
+        publishers[connection.id].publish(bytes(raw))
+        played[connection.id] += 1
+
+
+def _check_counts(path: Path, connections: list[Any], played: Counter) -> None:
+    """metadata.yaml's message count per topic against what the storage held: a bag whose metadata lies
+    (or whose storage lost messages, as a damaged mcap chunk does silently) is an error, not a short play."""
+    said: Counter = Counter()
+    held: Counter = Counter()
+    for connection in connections:
+        said[connection.topic] += connection.msgcount
+        held[connection.topic] += played[connection.id]
+    wrong = [
+        f"{said[t]} messages on {t}, the storage holds {held[t]}" for t in sorted(said) if said[t] != held[t]
+    ]
+    if wrong:
+        raise ReplayError(f"{path}: metadata.yaml says {'; '.join(wrong)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _use_fastdds_profile()
     try:
         return play(args)
     except ReplayError as error:

@@ -16,13 +16,29 @@ import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["DOMAIN_IDS", "DomainUnavailableError", "reserve_domain_id", "ros_environment"]
+__all__ = [
+    "DOMAIN_IDS",
+    "MAX_DOMAIN_ID",
+    "DomainUnavailableError",
+    "RosEnvironmentError",
+    "domain_environment",
+    "process_environment",
+    "reserve_domain_id",
+    "ros_environment",
+]
 
 DOMAIN_IDS = range(1, 102)  # 0 is every ROS user's default: leave it to them
+MAX_DOMAIN_ID = (
+    232  # the highest a user may set: its Fast DDS ports still fit (ROS 2 docs, "The ROS_DOMAIN_ID")
+)
 _PORT_BASE = 32768 - 102  # below the ephemeral range; the same base for every xkd_ros process
 
 
-class DomainUnavailableError(RuntimeError):
+class RosEnvironmentError(RuntimeError):
+    """The DDS environment cannot be set up: a ROS_DOMAIN_ID that is not one, or none left to reserve."""
+
+
+class DomainUnavailableError(RosEnvironmentError):
     """Every ROS_DOMAIN_ID in DOMAIN_IDS is reserved by another process."""
 
 
@@ -64,3 +80,53 @@ def ros_environment(
             fastdds_profile = config_path("fastdds.xml")
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile)
     return env
+
+
+@contextlib.contextmanager
+def domain_environment(announce: str | None = None) -> Iterator[dict[str, str]]:
+    """The DDS environment for the processes of one run (`ros_environment`): on the user's ROS_DOMAIN_ID if
+    one is set, else on one reserved for the block, so that two runs never share a domain. `announce` (a
+    program name) prints the domain, for watching the run in rviz."""
+    given = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    with contextlib.ExitStack() as stack:
+        if given:
+            try:
+                domain_id = int(given)
+            except ValueError:
+                domain_id = -1
+            if not 0 <= domain_id <= MAX_DOMAIN_ID:
+                raise RosEnvironmentError(
+                    f"ROS_DOMAIN_ID {given!r} is not a whole number in 0-{MAX_DOMAIN_ID}"
+                )
+            how = "from the environment"
+        else:
+            domain_id = stack.enter_context(reserve_domain_id())
+            how = "reserved for this run"
+        env = ros_environment(domain_id)
+        if announce:
+            print(
+                f"{announce}: ROS_DOMAIN_ID {domain_id} ({how}), discovery on this machine only; watch with "
+                f"ROS_DOMAIN_ID={domain_id} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rviz2",
+                flush=True,
+            )
+        yield env
+
+
+@contextlib.contextmanager
+def process_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` for the duration of the block, restored afterwards.
+
+    Fast DDS reads FASTDDS_DEFAULT_PROFILES_FILE and rcl reads ROS_AUTOMATIC_DISCOVERY_RANGE from the
+    environment of the process when a context's DDS participant is created (rclpy.init and the first node),
+    and never again: so a process can join a DDS graph with a given environment by holding it only around
+    that creation, instead of changing os.environ for good (and for every later test in the process)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
