@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import numpy as np
 from timing import write_json
 
 from xkd_ros.demo import NODE, node_command
-from xkd_ros.live import joined, offered_qos
+from xkd_ros.live import interrupt, joined, offered_qos
 from xkd_ros.paths import config_path
 from xkd_ros.ros_env import domain_environment
 
@@ -277,12 +276,7 @@ def main() -> int:
         try:
             records = soak(env, node.pid, frame, messages, args.seconds, args.rate)
         finally:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+            interrupt(node)
     print(f"node log: {log_path}")
     summary = summarise(records, args.seconds)
     print_report(summary)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from xkd_ros.data import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.live import LiveError, LiveResult, Recording, describe_lost, run_live
+from xkd_ros.live import LiveError, LiveResult, Recording, describe_lost, interrupt, run_live
 from xkd_ros.paths import config_path
 from xkd_ros.ros_env import RosEnvironmentError, domain_environment
 
@@ -103,12 +102,7 @@ def run_node(
         try:
             return run_live(recording, env, NODE, node_process=node, timeout=timeout)
         finally:
-            node.send_signal(signal.SIGINT)
-            try:
-                node.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                node.wait()
+            interrupt(node)
 
 
 def main(argv: list[str] | None = None) -> int:

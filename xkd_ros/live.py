@@ -20,6 +20,7 @@ The ROS glue shared by `xkd-demo` (`make demo`) and `xkd-evaluate --live`; the s
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "LiveResult",
     "Recording",
     "describe_lost",
+    "interrupt",
     "joined",
     "offered_qos",
     "run_live",
@@ -190,6 +192,19 @@ def offered_qos(node: Any, topic: str, depth: int) -> Any:
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def interrupt(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stop a ROS process as Ctrl-C would (it leaves its DDS graph cleanly); kill it if it is still there
+    after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _stamp(msg: Any) -> int:
