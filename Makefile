@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench stress clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -30,6 +30,12 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_preprocess.py --json out/bench/preprocess.json
 	$(PYTHON) bench/bench_model.py --model models/xkd_synthetic.onnx --json out/bench/model.json
 	$(PYTHON) bench/bench_node_path.py --json out/bench/node_path.json
+
+# `make test` RUNS times in a row on a fresh clone of HEAD while every core is kept busy, as on a loaded CI
+# machine; report in out/stress/. STRESS_ARGS adds options, e.g. --baseline or --pytest-args test/test_sync.py.
+RUNS ?= 10
+stress:
+	python3 tools/stress_make_test.py --runs $(RUNS) $(STRESS_ARGS)
 
 clean:
 	rm -rf $(VENV) build install log out

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
 from xkd_ros.geometry import CalibrationError, CameraCalibration, CameraIntrinsics, Rig
+from xkd_ros.geometry.camera import as_matrix
 
-_FIELD_SIZES = {"k": 9, "r": 9, "p": 12}
+
+def _whole(value: object, field: str) -> int:
+    """A size or offset as a non-negative int; hand-made and deserialised messages are not type-checked."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = -1
+    if number < 0:
+        raise CalibrationError(f"CameraInfo.{field}: expected a non-negative integer, got {value!r}")
+    return number
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
@@ -18,22 +29,25 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
     Raises CalibrationError naming the CameraInfo field that is malformed (for instance an all-zero `k`,
     which a driver publishes for an uncalibrated camera).
     """
-    for name, size in _FIELD_SIZES.items():
-        if len(getattr(msg, name)) != size:
-            raise CalibrationError(
-                f"CameraInfo.{name}: expected {size} numbers, got {len(getattr(msg, name))}"
-            )
-    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy()
-    P = np.asarray(msg.p, dtype=np.float64).reshape(3, 4).copy()
-    width, height = int(msg.width), int(msg.height)
+    K = as_matrix(msg.k, (3, 3), "CameraInfo.k").copy()
+    P = as_matrix(msg.p, (3, 4), "CameraInfo.p").copy()
+    R = as_matrix(msg.r, (3, 3), "CameraInfo.r")
+    try:
+        D = np.asarray(msg.d, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise CalibrationError(f"CameraInfo.d: expected numbers, got {msg.d!r}") from None
+    width, height = _whole(msg.width, "width"), _whole(msg.height, "height")
     roi = msg.roi
-    if roi.width and roi.height and (roi.width, roi.height) != (width, height):
-        K[0, 2] -= roi.x_offset
-        K[1, 2] -= roi.y_offset
-        P[0, 2] -= roi.x_offset
-        P[1, 2] -= roi.y_offset
-        width, height = int(roi.width), int(roi.height)
-    bin_x, bin_y = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    roi_width, roi_height = _whole(roi.width, "roi.width"), _whole(roi.height, "roi.height")
+    if roi_width and roi_height and (roi_width, roi_height) != (width, height):
+        x_offset, y_offset = _whole(roi.x_offset, "roi.x_offset"), _whole(roi.y_offset, "roi.y_offset")
+        K[0, 2] -= x_offset
+        K[1, 2] -= y_offset
+        P[0, 2] -= x_offset
+        P[1, 2] -= y_offset
+        width, height = roi_width, roi_height
+    bin_x = max(_whole(msg.binning_x, "binning_x"), 1)
+    bin_y = max(_whole(msg.binning_y, "binning_y"), 1)
     K[0] /= bin_x
     K[1] /= bin_y
     P[0] /= bin_x
@@ -43,13 +57,14 @@ def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
             width=width // bin_x,
             height=height // bin_y,
             K=K,
-            D=np.asarray(msg.d, dtype=np.float64),
+            D=D,
             distortion_model=msg.distortion_model,
-            R=np.asarray(msg.r, dtype=np.float64),
+            R=R,
             P=P,
         )
     except CalibrationError as error:
         field, _, reason = str(error).partition(": ")
+        reason = " ".join(reason.split())  # one line, also where the reason prints a matrix
         raise CalibrationError(f"CameraInfo.{field.lower()}: {reason}") from None
 
 

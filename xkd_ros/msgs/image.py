@@ -9,6 +9,7 @@ rclpy ones; created messages are real ``sensor_msgs.msg`` messages.
 from __future__ import annotations
 
 import array
+import operator
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
@@ -17,11 +18,15 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-__all__ = ["CompressedImageLike", "CvBridge", "CvBridgeError", "ImageLike"]
+__all__ = ["CompressedImageLike", "CvBridge", "CvBridgeError", "ImageLike", "check_png_chunks"]
 
 
-class CvBridgeError(TypeError):
-    """Raised for malformed messages and impossible conversions (a TypeError, as in cv_bridge)."""
+class CvBridgeError(TypeError, ValueError):
+    """Raised for malformed messages and impossible conversions.
+
+    A TypeError, as in cv_bridge, and also a ValueError, as every malformed-message error of xkd_ros.msgs,
+    so that one `except ValueError` covers clouds, images and camera infos.
+    """
 
 
 class ImageLike(Protocol):
@@ -123,13 +128,14 @@ _DECODED_ENCODINGS: dict[tuple[str, int], str] = {
 }
 
 _IS_BIGENDIAN: dict[str, int] = {">": 1, "<": 0, "|": 0, "=": int(sys.byteorder == "big")}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PASSTHROUGH = ("passthrough", "")  # cv_bridge treats an empty desired encoding as "keep it"
 
 
 def _lookup(encoding: str, where: str) -> _Encoding:
     try:
         return _ENCODINGS[encoding]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not even a string (hand-made messages are not type-checked)
         raise CvBridgeError(f"Unrecognized image encoding {encoding!r} in {where}") from None
 
 
@@ -137,12 +143,30 @@ def _type_name(encoding: _Encoding) -> str:
     return f"{_DEPTH_OF_DTYPE[encoding.dtype.name]}C{encoding.channels}"
 
 
-def _byte_view(data: Any) -> np.ndarray:
+def _byte_view(data: Any, where: str) -> np.ndarray:
     """Flat uint8 view on a message's data, without copying whenever it exposes a buffer."""
     try:
         return np.frombuffer(data, np.uint8)
     except TypeError:  # a plain sequence of ints, as cv_bridge also accepts
-        return np.asarray(data, dtype=np.uint8)
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise CvBridgeError(
+                f"{where} field `data` is a {type(data).__name__}, "
+                "not bytes (a buffer or a sequence of 0..255)"
+            ) from None
+
+
+def _size(msg: ImageLike, name: str) -> int:
+    """msg.<name> as a non-negative int (hand-made and deserialised messages are not type-checked)."""
+    value = getattr(msg, name)
+    try:
+        size = operator.index(value)
+    except TypeError:
+        size = -1
+    if size < 0:
+        raise CvBridgeError(f"Image field `{name}` is {value!r}; it must be a non-negative integer")
+    return size
 
 
 def _byte_array(arr: np.ndarray) -> array.array:
@@ -168,7 +192,7 @@ def _image_view(msg: ImageLike, enc: _Encoding) -> np.ndarray:
     A view sharing msg.data when rows are unpadded and the byte order is native, as cv_bridge's
     toCvShare; otherwise one contiguous copy, so msg.data is never modified.
     """
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    height, width, step = _size(msg, "height"), _size(msg, "width"), _size(msg, "step")
     itemsize = enc.dtype.itemsize
     row_bytes = width * enc.channels * itemsize
     if step < row_bytes:
@@ -176,7 +200,7 @@ def _image_view(msg: ImageLike, enc: _Encoding) -> np.ndarray:
             f"Image field `step` is {step} but a row of {width} x {enc.channels} x {itemsize}-byte "
             f"{msg.encoding!r} pixels needs {row_bytes} bytes"
         )
-    buf = _byte_view(msg.data)
+    buf = _byte_view(msg.data, "Image")
     if buf.size != step * height:
         raise CvBridgeError(
             f"Image field `data` holds {buf.size} bytes but step x height = {step} x {height} = "
@@ -215,7 +239,11 @@ def _conversion_code(src_name: str, src: _Encoding, dst_name: str, dst: _Encodin
 
 
 def _convert_to(image: np.ndarray, dtype: np.dtype, scale: float) -> np.ndarray:
-    """cv::Mat::convertTo: scale, then round to nearest and saturate when the target is integer."""
+    """cv::Mat::convertTo: scale, then round to nearest and saturate when the target is integer.
+
+    NaN and infinities become the target's minimum, as convertTo gives on x86 (0 for a 16UC1 depth image:
+    "no reading"); numpy would cast them to an arbitrary value with a RuntimeWarning.
+    """
     if scale == 1.0 and image.dtype == dtype:
         return image
     if dtype.kind == "f":  # scale factors only arise between 8- and 16-bit integer types
@@ -224,6 +252,8 @@ def _convert_to(image: np.ndarray, dtype: np.dtype, scale: float) -> np.ndarray:
     if image.dtype.kind == "f" or scale != 1.0:
         image = np.rint(image * scale)
         low, high = limits.min, limits.max
+        if image.dtype.kind == "f":
+            image = np.where(np.isfinite(image), image, low)
     else:  # integer to integer: clip within the source type's range, where both bounds are valid
         source = np.iinfo(image.dtype)
         low, high = max(limits.min, source.min), min(limits.max, source.max)
@@ -240,11 +270,41 @@ def _convert(image: np.ndarray, src_name: str, dst_name: str) -> np.ndarray:
     if image.size == 0:  # cvtColor rejects empty input; the result is empty whatever the conversion
         return np.empty(image.shape[:2] + ((dst.channels,) if dst.channels > 1 else ()), dst.dtype)
     if code != _DEPTH_ONLY:
-        image = cv2.cvtColor(image, code)
+        try:
+            image = cv2.cvtColor(image, code)
+        except cv2.error as error:  # e.g. yuv422 with an odd width: its pixels come in pairs
+            height, width = image.shape[:2]
+            raise CvBridgeError(
+                f"Cannot convert a {width}x{height} [{src_name}] image to [{dst_name}]: "
+                f"OpenCV requires {error.err}"
+            ) from None
     src_bits, dst_bits = 8 * src.dtype.itemsize, 8 * dst.dtype.itemsize
     if code == _DEPTH_ONLY or src_bits != dst_bits:
         image = _convert_to(image, dst.dtype, _DEPTH_SCALES.get((src_bits, dst_bits), 1.0))
     return image
+
+
+def check_png_chunks(data: np.ndarray) -> None:
+    """CvBridgeError if `data` is a PNG with a chunk that declares more bytes than follow it.
+
+    OpenCV's PNG reader sizes its chunk buffer from the declared length before it reads: an 84-byte PNG
+    whose second chunk claims 4 GB cost 4 GB and 2.4 s to refuse. The walk reads 8 bytes per chunk and
+    stops at IEND or at the end of the data (what is cut short there is the decoder's to report).
+    """
+    if data.size < 8 or bytes(data[:8]) != _PNG_SIGNATURE:
+        return
+    at, end = 8, data.size
+    while at + 8 <= end:
+        length = int.from_bytes(bytes(data[at : at + 4]), "big")
+        kind = bytes(data[at + 4 : at + 8])
+        if length > end - at - 12:  # 4 length, 4 type, the data, 4 CRC
+            raise CvBridgeError(
+                f"CompressedImage field `data` ({end} bytes) is a PNG whose {kind!r} chunk at byte {at} "
+                f"declares {length} bytes, more than the {max(end - at - 12, 0)} that follow"
+            )
+        if kind == b"IEND":
+            return
+        at += 12 + length
 
 
 class CvBridge:
@@ -317,7 +377,8 @@ class CvBridge:
         The decoded image's encoding is taken from what was decoded (mono8, bgr8, bgra8, mono16, ...);
         cv_bridge always assumes bgr8, which breaks grey and 16-bit images.
         """
-        buf = _byte_view(cmprs_img_msg.data)
+        buf = _byte_view(cmprs_img_msg.data, "CompressedImage")
+        check_png_chunks(buf)
         try:
             image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
         except cv2.error:

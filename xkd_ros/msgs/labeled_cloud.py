@@ -66,9 +66,16 @@ def create_labeled_cloud(
     if labels.dtype != np.uint8:
         raise ValueError(f"labels: expected uint8, got {labels.dtype}")
     colors = np.asarray(colors)
-    if colors.ndim != 2 or colors.shape[1] != 3 or not 0 < len(colors) < IGNORE_INDEX:
+    if (
+        colors.ndim != 2
+        or colors.shape[1] != 3
+        or colors.dtype != np.uint8
+        or not 0 < len(colors) < IGNORE_INDEX
+    ):
+        # uint8 checked: numpy would wrap a colour of 300 to 44 when filling the palette, silently
         raise ValueError(
-            f"colors: expected a (K, 3) class palette with K < {IGNORE_INDEX}, got {colors.shape}"
+            f"colors: expected a (K, 3) uint8 class palette with K < {IGNORE_INDEX}, "
+            f"got {colors.shape} {colors.dtype}"
         )
     unknown = (labels >= len(colors)) & (labels != IGNORE_INDEX)
     if unknown.any():

@@ -12,7 +12,9 @@ and tests written against it run unchanged. Where it goes further:
   upstream ignores row_step and misreads such clouds silently.
 - Malformed clouds raise `PointCloud2Error` naming the field at fault, where upstream asserts or lets numpy
   raise a KeyError or TypeError that names nothing. It is a ValueError and also an AssertionError, so code
-  and tests that expect upstream's assertions keep working.
+  and tests that expect upstream's assertions keep working. Data longer than declared and overlapping fields
+  are refused too (upstream reads them without a word), and sizes are checked against len(data) before
+  anything is built, so a cloud declaring more than it holds costs nothing to refuse.
 - read_points_list names its fields like read_points (upstream fails on unnamed and count > 1 fields) and
   gives Python scalars (upstream: equal numpy scalars).
 - `create_cloud` fills `msg.data` with one bulk copy and zeroes the padding bytes between and after fields
@@ -22,6 +24,8 @@ and tests written against it run unchanged. Where it goes further:
 from __future__ import annotations
 
 import array
+import itertools
+import operator
 import sys
 from collections import namedtuple
 from collections.abc import Iterable
@@ -34,6 +38,7 @@ from std_msgs.msg import Header
 
 __all__ = [
     "DUMMY_FIELD_PREFIX",
+    "MAX_FIELDS",
     "PointCloud2Error",
     "create_cloud",
     "create_cloud_xyz32",
@@ -44,6 +49,10 @@ __all__ = [
 ]
 
 DUMMY_FIELD_PREFIX = "unnamed_field"
+# Fields of one point, count > 1 expanded: far more than any point type has (PCL's largest, ShapeContext1980,
+# has under 2,000), few enough that building the dtype stays in milliseconds whatever a message declares.
+MAX_FIELDS = 65536
+_MAX_POINT_STEP = 2**31 - 1  # numpy's limit on the size of a dtype (a C int)
 
 _DATATYPES: dict[int, np.dtype] = {
     PointField.INT8: np.dtype(np.int8),
@@ -72,7 +81,11 @@ def dtype_from_fields(
     with count > 1 becomes f"{name}_{k}" at offset + k * itemsize, and point_step (if given) the itemsize.
 
     `is_bigendian` (keyword-only, ours) sets the byte order; by default it is the host's, as upstream.
+    Every field is checked before any is expanded, so a count of 2**31 is refused at once rather than
+    expanded name by name; overlapping fields are refused (upstream reads them, each byte twice).
     """
+    limit = _MAX_POINT_STEP if point_step is None else point_step
+    extents: list[tuple[int, int, str]] = []  # (offset, end, name) of each field, before expansion
     names: list[str] = []
     formats: list[np.dtype] = []
     offsets: list[int] = []
@@ -83,27 +96,58 @@ def dtype_from_fields(
                 f"PointField {name!r} has unknown datatype {field.datatype}; "
                 "known: 1 (INT8) .. 8 (FLOAT64) as in sensor_msgs/PointField"
             )
-        if field.count < 1:
-            raise PointCloud2Error(f"PointField {name!r} has count {field.count}; it must be at least 1")
+        offset = _size(field.offset, f"PointField {name!r} offset")
+        count = _size(field.count, f"PointField {name!r} count")
+        if count < 1:
+            raise PointCloud2Error(f"PointField {name!r} has count {count}; it must be at least 1")
         datatype = _DATATYPES[field.datatype].newbyteorder(">" if is_bigendian else "<")
-        for k in range(field.count):
-            subname = f"{name}_{k}" if field.count > 1 else name
-            if subname in names:
-                raise PointCloud2Error(f"PointField name {subname!r} appears twice")
-            names.append(subname)
-            formats.append(datatype)
-            offsets.append(field.offset + k * datatype.itemsize)
+        end = offset + count * datatype.itemsize
+        if end > limit:
+            raise PointCloud2Error(
+                f"point_step {limit} is smaller than the fields' extent: {name!r} ends at byte {end}"
+                if point_step is not None
+                else f"PointField {name!r} ends at byte {end}, beyond the largest point ({limit} bytes)"
+            )
+        if len(names) + count > MAX_FIELDS:
+            raise PointCloud2Error(
+                f"PointField {name!r} brings the fields to more than {MAX_FIELDS} (count included)"
+            )
+        extents.append((offset, end, name))
+        names.extend(f"{name}_{k}" if count > 1 else name for k in range(count))
+        formats.extend([datatype] * count)
+        offsets.extend(range(offset, end, datatype.itemsize))
+    seen: set[str] = set()
+    for subname in names:
+        if subname in seen:
+            raise PointCloud2Error(f"PointField name {subname!r} appears twice")
+        seen.add(subname)
+    _refuse_overlaps(extents)
     spec: dict[str, Any] = {"names": names, "formats": formats, "offsets": offsets}
     if point_step is not None:
-        end, last = max(
-            ((o + f.itemsize, n) for o, f, n in zip(offsets, formats, names, strict=True)), default=(0, "")
-        )
-        if point_step < end:
-            raise PointCloud2Error(
-                f"point_step {point_step} is smaller than the fields' extent: {last!r} ends at byte {end}"
-            )
         spec["itemsize"] = point_step
     return np.dtype(spec)
+
+
+def _size(value: Any, what: str) -> int:
+    """`value` as a non-negative int: hand-made and deserialised messages are not type-checked as rclpy's."""
+    try:
+        size = operator.index(value)
+    except TypeError:
+        raise PointCloud2Error(f"{what} is {value!r}; it must be a non-negative integer") from None
+    if size < 0:
+        raise PointCloud2Error(f"{what} is {size}; it must be a non-negative integer")
+    return size
+
+
+def _refuse_overlaps(extents: list[tuple[int, int, str]]) -> None:
+    """PointCloud2Error naming two fields that share bytes, if any: such a layout has no meaning."""
+    ordered = sorted(extents)
+    for (_, end, name), (offset, _, following) in itertools.pairwise(ordered):
+        if offset < end:
+            raise PointCloud2Error(
+                f"PointFields {name!r} and {following!r} overlap: {following!r} starts at byte {offset}, "
+                f"before {name!r} ends at byte {end}"
+            )
 
 
 def _as_bytes(data: Any) -> np.ndarray:
@@ -111,24 +155,38 @@ def _as_bytes(data: Any) -> np.ndarray:
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except TypeError:  # no buffer protocol, e.g. a list of ints in a hand-made message: one copy
-        return np.asarray(data, dtype=np.uint8)
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise PointCloud2Error(
+                f"data is a {type(data).__name__}, not bytes (a buffer or a sequence of 0..255)"
+            ) from None
 
 
 def _cloud_view(cloud: Any) -> np.ndarray:
-    """(height, width) structured view of msg.data, in the message's byte order; checks the layout first
-    because numpy would otherwise read a short buffer as fewer points or fail without naming the field."""
-    height, width, point_step, row_step = cloud.height, cloud.width, cloud.point_step, cloud.row_step
-    dtype = dtype_from_fields(cloud.fields, point_step, is_bigendian=bool(cloud.is_bigendian))
+    """(height, width) structured view of msg.data, in the message's byte order.
+
+    Checks the layout first, sizes before fields, so that a message declaring more than it holds is refused
+    in constant time and without allocating, and numpy never sees a shape it would fail on without naming
+    the field (or read a short buffer as fewer points).
+    """
+    height, width = _size(cloud.height, "height"), _size(cloud.width, "width")
+    point_step, row_step = _size(cloud.point_step, "point_step"), _size(cloud.row_step, "row_step")
     if row_step < width * point_step:
         raise PointCloud2Error(
             f"row_step {row_step} is smaller than width * point_step = {width} * {point_step}"
         )
     data = _as_bytes(cloud.data)
-    if data.size < row_step * height:
+    if data.size != row_step * height:
         raise PointCloud2Error(
-            f"data has {data.size} bytes, fewer than row_step * height = {row_step} * {height} "
-            f"= {row_step * height}"
+            f"data has {data.size} bytes, {'fewer' if data.size < row_step * height else 'more'} than "
+            f"row_step * height = {row_step} * {height} = {row_step * height}"
         )
+    if point_step > _MAX_POINT_STEP:  # reached by an empty cloud, whose data size bounds nothing
+        raise PointCloud2Error(f"point_step {point_step} is larger than any point ({_MAX_POINT_STEP} bytes)")
+    if point_step == 0 and width * height:  # points of no bytes: len(data) would bound nothing
+        raise PointCloud2Error(f"point_step is 0 but width * height = {width} * {height} points are declared")
+    dtype = dtype_from_fields(cloud.fields, point_step, is_bigendian=bool(cloud.is_bigendian))
     return np.ndarray((height, width), dtype=dtype, buffer=data, strides=(row_step, point_step))
 
 
@@ -182,6 +240,10 @@ def read_points_numpy(
     datatype. A view on msg.data when the fields are evenly spaced (structured_to_unstructured allows it)."""
     points = read_points(cloud, field_names, skip_nans, uvs, reshape_organized_cloud)
     types = {name: points.dtype[name] for name in points.dtype.names}
+    if not types:
+        raise PointCloud2Error(
+            "read_points_numpy needs at least one field; the cloud or field_names has none"
+        )
     if len(set(types.values())) > 1:
         raise PointCloud2Error(
             f"read_points_numpy needs the selected fields to share a datatype, got {types}; "
@@ -199,10 +261,12 @@ def read_points_list(
     """Points as a list of namedtuples `Point`, one per point; for small clouds, use read_points otherwise.
 
     Field names are those of read_points (expanded count > 1 and unnamed fields, where upstream fails) and the
-    values are Python scalars (upstream: equal numpy scalars), converted in one vectorised `tolist`.
+    values are Python scalars (upstream: equal numpy scalars), converted in one vectorised `tolist`. A field
+    name that cannot be an attribute ("class", "1st", "_t") is reached by position, its attribute renamed
+    `_<index>` (upstream fails on such a cloud).
     """
     points = read_points(cloud, field_names, skip_nans, uvs)
-    Point = namedtuple("Point", points.dtype.names)
+    Point = namedtuple("Point", points.dtype.names, rename=True)
     return [Point._make(values) for values in points.tolist()]
 
 
@@ -233,6 +297,11 @@ def create_cloud(
                 f"an unstructured array needs fields of one datatype, got datatypes {sorted(datatypes)}; "
                 "pass a structured array"
             )
+        if points.ndim < 2 or points.shape[-1] != len(dtype.names):
+            raise PointCloud2Error(
+                f"points of shape {points.shape} do not hold the {len(dtype.names)} values of a point "
+                f"{dtype.names} along their last axis"
+            )
         points = unstructured_to_structured(points, dtype=dtype)
     elif isinstance(points, np.ndarray):
         if points.dtype != dtype:
@@ -246,6 +315,8 @@ def create_cloud(
         raise PointCloud2Error(f"points have {points.ndim} dimensions; an organised cloud has at most 2")
     width = points.shape[0]
     height = points.shape[1] if points.ndim == 2 else 1
+    if dtype.itemsize == 0 and points.size:
+        raise PointCloud2Error(f"{points.size} points of no bytes: the fields are empty and point_step 0")
 
     # array.array is what rclpy stores: assigning one is taken as is, while bytes are copied again (and
     # checked byte by byte in Python when ROS_PYTHON_CHECK_FIELDS=1).
