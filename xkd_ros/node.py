@@ -50,7 +50,6 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from xkd_ros.data.messages import (
     SequenceGaps,
-    compressed_image_size,
     header_stamp,
     points_from_cloud,
     rgb_from_image,
@@ -58,7 +57,7 @@ from xkd_ros.data.messages import (
 from xkd_ros.geometry import CalibrationError, Rig
 from xkd_ros.geometry.rig import CameraCalibration
 from xkd_ros.inference import choose_backend
-from xkd_ros.msgs import camera_info_to_intrinsics, create_labeled_cloud
+from xkd_ros.msgs import camera_info_to_intrinsics, compressed_image_size, create_labeled_cloud
 from xkd_ros.parameters import (
     NODE_NAME,
     OFFSETS,

@@ -21,6 +21,7 @@ from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.frame import RING, Frame
 from xkd_ros.geometry import Rig
 from xkd_ros.msgs import CvBridge, create_cloud, dtype_from_fields, intrinsics_to_camera_info, read_points
+from xkd_ros.msgs.image import check_png_chunks
 
 ImageFormat = Literal["raw", "jpeg", "png"]
 LABEL_FIELD = "label"
@@ -156,70 +157,6 @@ class _FieldSubset:
         return getattr(self._cloud, name)
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (they carry the size): C0-CF but DHT (C4), JPG (C8) and DAC (CC).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Markers without a length field: TEM, RST0-7, SOI.
-_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
-
-
-def compressed_image_size(data: Any) -> tuple[str, int, int]:
-    """("jpeg" | "png", width, height) of a CompressedImage's bytes, read from the header only.
-
-    What a decoder would allocate is known before decoding: a 390 KB PNG can declare 20000 x 20000 pixels
-    (1.2 GB decoded). Raises MessageError for bytes that are neither, a header that is cut or inconsistent, or
-    a JPEG without its end-of-image marker (cut in transit; trailing zero padding, as some USB cameras send,
-    is allowed)."""
-    try:
-        buf = np.frombuffer(data, dtype=np.uint8)
-    except TypeError:  # no buffer protocol, e.g. a list of ints in a hand-made message
-        buf = np.asarray(data, dtype=np.uint8).reshape(-1)
-    head = bytes(buf[:32])
-    if head.startswith(_PNG_SIGNATURE):
-        if len(buf) < 24 or head[12:16] != b"IHDR":
-            raise MessageError(f"PNG of {buf.size} bytes without an IHDR header")
-        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-        return _sized("png", width, height)
-    if not head.startswith(b"\xff\xd8"):
-        raise MessageError(
-            f"{buf.size} bytes that are neither a JPEG nor a PNG (first bytes {head[:8].hex()})"
-        )
-    end = buf.size - int(np.argmax(buf[::-1] != 0)) if buf.any() else 0
-    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
-        raise MessageError(f"JPEG of {buf.size} bytes without its end-of-image marker (cut short?)")
-    jpeg = bytes(buf[:end])  # bytes index as ints, fast; the header walk below reads a few of them
-    at = 2
-    while at + 4 <= end:
-        if jpeg[at] != 0xFF:
-            raise MessageError(f"JPEG header broken at byte {at} (0x{jpeg[at]:02x} where a marker starts)")
-        marker = jpeg[at + 1]
-        if marker == 0xFF:  # fill byte
-            at += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            at += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
-            break
-        length = int.from_bytes(jpeg[at + 2 : at + 4], "big")
-        if length < 2:
-            raise MessageError(f"JPEG header broken at byte {at} (segment length {length})")
-        if marker in _JPEG_SOF:
-            if at + 9 > end:
-                break
-            height = int.from_bytes(jpeg[at + 5 : at + 7], "big")
-            width = int.from_bytes(jpeg[at + 7 : at + 9], "big")
-            return _sized("jpeg", width, height)
-        at += 2 + length
-    raise MessageError(f"JPEG of {buf.size} bytes without a frame header (no image size before its data)")
-
-
-def _sized(kind: str, width: int, height: int) -> tuple[str, int, int]:
-    if width == 0 or height == 0:
-        raise MessageError(f"{kind.upper()} header declares a {width}x{height} image")
-    return kind, width, height
-
-
 def rgb_from_image(msg: Any, reduction: int = 1) -> np.ndarray:
     """An Image or CompressedImage message as a writable RGB array.
 
@@ -232,6 +169,7 @@ def rgb_from_image(msg: Any, reduction: int = 1) -> np.ndarray:
         if reduction not in _REDUCED_DECODE:
             raise ValueError(f"reduction: {reduction} is not one of {sorted(_REDUCED_DECODE)}")
         buf = np.frombuffer(msg.data, dtype=np.uint8)
+        check_png_chunks(buf)  # OpenCV sizes a PNG chunk's buffer from its declared length
         try:
             bgr = cv2.imdecode(buf, _REDUCED_DECODE[reduction])
         except cv2.error:  # an empty buffer

@@ -49,7 +49,10 @@ class CameraIntrinsics:
             raise CalibrationError(f"width, height: must be positive, got {self.width}x{self.height}")
         object.__setattr__(self, "K", as_matrix(self.K, (3, 3), "K"))
         if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
-            raise CalibrationError(f"K: focal lengths must be positive (uncalibrated camera?), got {self.K}")
+            fx, fy = self.K[0, 0], self.K[1, 1]
+            raise CalibrationError(
+                f"K: focal lengths must be positive (uncalibrated camera?), got fx {fx:g}, fy {fy:g}"
+            )
         object.__setattr__(self, "R", as_matrix(self.R, (3, 3), "R"))
         P = np.hstack([self.K, np.zeros((3, 1))]) if self.P is None else as_matrix(self.P, (3, 4), "P")
         object.__setattr__(self, "P", P)

@@ -18,7 +18,14 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-__all__ = ["CompressedImageLike", "CvBridge", "CvBridgeError", "ImageLike", "check_png_chunks"]
+__all__ = [
+    "CompressedImageLike",
+    "CvBridge",
+    "CvBridgeError",
+    "ImageLike",
+    "check_png_chunks",
+    "compressed_image_size",
+]
 
 
 class CvBridgeError(TypeError, ValueError):
@@ -282,6 +289,66 @@ def _convert(image: np.ndarray, src_name: str, dst_name: str) -> np.ndarray:
     if code == _DEPTH_ONLY or src_bits != dst_bits:
         image = _convert_to(image, dst.dtype, _DEPTH_SCALES.get((src_bits, dst_bits), 1.0))
     return image
+
+
+# JPEG start-of-frame markers (they carry the size): C0-CF but DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def compressed_image_size(data: Any) -> tuple[str, int, int]:
+    """("jpeg" | "png", width, height) of a CompressedImage's bytes, read from the header only.
+
+    What a decoder would allocate is known before decoding: a 390 KB PNG can declare 20000 x 20000 pixels
+    (1.2 GB decoded). Raises CvBridgeError for bytes that are neither, a header that is cut or
+    inconsistent, or a JPEG without its end-of-image marker (cut in transit; trailing zero padding, as some
+    USB cameras send, is allowed)."""
+    buf = _byte_view(data, "CompressedImage")
+    head = bytes(buf[:32])
+    if head.startswith(_PNG_SIGNATURE):
+        if len(buf) < 24 or head[12:16] != b"IHDR":
+            raise CvBridgeError(f"PNG of {buf.size} bytes without an IHDR header")
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        return _sized("png", width, height)
+    if not head.startswith(b"\xff\xd8"):
+        raise CvBridgeError(
+            f"{buf.size} bytes that are neither a JPEG nor a PNG (first bytes {head[:8].hex()})"
+        )
+    end = buf.size - int(np.argmax(buf[::-1] != 0)) if buf.any() else 0
+    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
+        raise CvBridgeError(f"JPEG of {buf.size} bytes without its end-of-image marker (cut short?)")
+    jpeg = bytes(buf[:end])  # bytes index as ints, fast; the header walk below reads a few of them
+    at = 2
+    while at + 4 <= end:
+        if jpeg[at] != 0xFF:
+            raise CvBridgeError(f"JPEG header broken at byte {at} (0x{jpeg[at]:02x} where a marker starts)")
+        marker = jpeg[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            at += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
+            break
+        length = int.from_bytes(jpeg[at + 2 : at + 4], "big")
+        if length < 2:
+            raise CvBridgeError(f"JPEG header broken at byte {at} (segment length {length})")
+        if marker in _JPEG_SOF:
+            if at + 9 > end:
+                break
+            height = int.from_bytes(jpeg[at + 5 : at + 7], "big")
+            width = int.from_bytes(jpeg[at + 7 : at + 9], "big")
+            return _sized("jpeg", width, height)
+        at += 2 + length
+    raise CvBridgeError(f"JPEG of {buf.size} bytes without a frame header (no image size before its data)")
+
+
+def _sized(kind: str, width: int, height: int) -> tuple[str, int, int]:
+    if width == 0 or height == 0:
+        raise CvBridgeError(f"{kind.upper()} header declares a {width}x{height} image")
+    return kind, width, height
 
 
 def check_png_chunks(data: np.ndarray) -> None:
