@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 
 import numpy as np
@@ -10,15 +9,13 @@ from sensor_msgs.msg import CameraInfo
 
 from xkd_ros.geometry import CalibrationError, CameraCalibration, CameraIntrinsics, Rig
 from xkd_ros.geometry.camera import as_matrix
+from xkd_ros.msgs.fields import whole_number
 
 
 def _whole(value: object, field: str) -> int:
     """A size or offset as a non-negative int; hand-made and deserialised messages are not type-checked."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = -1
-    if number < 0:
+    number = whole_number(value)
+    if number is None:
         raise CalibrationError(f"CameraInfo.{field}: expected a non-negative integer, got {value!r}")
     return number
 

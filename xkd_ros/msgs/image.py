@@ -9,7 +9,6 @@ rclpy ones; created messages are real ``sensor_msgs.msg`` messages.
 from __future__ import annotations
 
 import array
-import operator
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
@@ -17,6 +16,8 @@ from typing import Any, NamedTuple, Protocol
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
+
+from xkd_ros.msgs.fields import whole_number
 
 __all__ = [
     "CompressedImageLike",
@@ -167,11 +168,8 @@ def _byte_view(data: Any, where: str) -> np.ndarray:
 def _size(msg: ImageLike, name: str) -> int:
     """msg.<name> as a non-negative int (hand-made and deserialised messages are not type-checked)."""
     value = getattr(msg, name)
-    try:
-        size = operator.index(value)
-    except TypeError:
-        size = -1
-    if size < 0:
+    size = whole_number(value)
+    if size is None:
         raise CvBridgeError(f"Image field `{name}` is {value!r}; it must be a non-negative integer")
     return size
 

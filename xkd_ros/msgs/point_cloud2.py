@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import array
 import itertools
-import operator
 import sys
 from collections import namedtuple
 from collections.abc import Iterable
@@ -35,6 +34,8 @@ import numpy as np
 from numpy.lib.recfunctions import structured_to_unstructured, unstructured_to_structured
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
+
+from xkd_ros.msgs.fields import whole_number
 
 __all__ = [
     "DUMMY_FIELD_PREFIX",
@@ -130,12 +131,9 @@ def dtype_from_fields(
 
 def _size(value: Any, what: str) -> int:
     """`value` as a non-negative int: hand-made and deserialised messages are not type-checked as rclpy's."""
-    try:
-        size = operator.index(value)
-    except TypeError:
-        raise PointCloud2Error(f"{what} is {value!r}; it must be a non-negative integer") from None
-    if size < 0:
-        raise PointCloud2Error(f"{what} is {size}; it must be a non-negative integer")
+    size = whole_number(value)
+    if size is None:
+        raise PointCloud2Error(f"{what} is {value!r}; it must be a non-negative integer")
     return size
 
 
