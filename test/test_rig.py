@@ -108,7 +108,7 @@ def test_malformed_rig_file_names_the_key(tmp_path, edit, key):
 
 def test_rig_file_that_is_not_a_rig(tmp_path):
     for text, key in [
-        ("cameras: {}\n", "cameras: expected a non-empty"),
+        ("cameras: [a]\n", "cameras: expected a mapping"),
         ("lidar_frame: x\ncamera: {}\n", "x.rig.yaml: camera: unknown key"),
         ("[1, 2\n", "not valid YAML"),
         ("- a\n", "expected a mapping"),

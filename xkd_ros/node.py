@@ -423,7 +423,7 @@ class SegmentNode(Node):
                 CameraCalibration(c.name, intrinsics.get(c.name, c.intrinsics), c.T_cam_lidar, c.frame_id)
                 for c in self.rig
             ]
-            self._info_rig = Rig.from_cameras(cameras, self.rig.lidar_frame)
+            self._info_rig = self.rig.with_cameras(cameras)
         return self._info_rig
 
     # ---------------------------------------------------------------- counting what is dropped

@@ -450,7 +450,7 @@ def _cameras(
     xyz = points[:, :3] if subset is None else points[subset, :3]
     projection = project_points(
         xyz,
-        Rig.from_cameras([rig[c] for c in present], rig.lidar_frame),
+        rig.with_cameras([rig[c] for c in present]),
         min_depth=config.min_depth,
         occlusion_cell=config.occlusion_cell or None,
         occlusion_tolerance=config.occlusion_tolerance,

@@ -86,7 +86,7 @@ class Frame:
             if camera.name in self.image_poses:
                 T = compensate_lidar_to_camera(T, self.pose, self.image_poses[camera.name])
             cameras.append(CameraCalibration(camera.name, camera.intrinsics, T, camera.frame_id))
-        return Rig.from_cameras(cameras, self.rig.lidar_frame)
+        return self.rig.with_cameras(cameras)
 
 
 FrameSequence = Sequence[Frame]

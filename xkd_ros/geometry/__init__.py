@@ -1,6 +1,7 @@
 """Camera geometry: intrinsics and lens models, the rig calibration, projection and motion compensation."""
 
 from xkd_ros.geometry.camera import DISTORTION_MODELS, CalibrationError, CameraIntrinsics
+from xkd_ros.geometry.lidar import SENSOR_PRESETS, LidarProfile, intensity_mismatch
 from xkd_ros.geometry.projection import Projection, project_points, transform_points
 from xkd_ros.geometry.rig import CameraCalibration, Rig
 from xkd_ros.geometry.transforms import (
@@ -12,12 +13,15 @@ from xkd_ros.geometry.transforms import (
 
 __all__ = [
     "DISTORTION_MODELS",
+    "SENSOR_PRESETS",
     "CalibrationError",
     "CameraCalibration",
     "CameraIntrinsics",
+    "LidarProfile",
     "Projection",
     "Rig",
     "compensate_lidar_to_camera",
+    "intensity_mismatch",
     "interpolate_pose",
     "invert_transform",
     "project_points",

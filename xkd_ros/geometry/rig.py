@@ -12,6 +12,11 @@ File format (config/<rig>.rig.yaml)::
         distortion_model: plumb_bob # plumb_bob | rational_polynomial | equidistant
         D: [k1, k2, p1, p2, k3]
         T_cam_lidar: 4x4            # maps LiDAR points into the camera optical frame
+    lidar:                          # the LiDAR's sensor profile (xkd_ros.geometry.lidar); optional
+      sensor: velodyne_hdl32e       # a preset; beams, fov_up_deg, fov_down_deg, elevations_deg,
+      min_range: 1.0                # ring_order, intensity_scale, min_range override it
+
+`cameras: {}` is a LiDAR-only rig: the node runs the LiDAR-only head on every point and says so.
 
 Keys other than these are refused, naming their key path: a misspelt `distortion_modle` would otherwise
 silently fall back to the default. T_cam_lidar must be a proper rigid transform (orthonormal rotation with
@@ -21,17 +26,18 @@ determinant +1): a mirror (determinant -1) projects every point to the wrong sid
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from xkd_ros.geometry.camera import CalibrationError, CameraIntrinsics, as_matrix
+from xkd_ros.geometry.lidar import LidarProfile
 
-__all__ = ["CalibrationError", "CameraCalibration", "Rig"]
+__all__ = ["CalibrationError", "CameraCalibration", "LidarProfile", "Rig"]
 
-RIG_KEYS = ("lidar_frame", "cameras")
+RIG_KEYS = ("lidar_frame", "cameras", "lidar")
 CAMERA_KEYS = ("frame_id", "width", "height", "K", "distortion_model", "D", "T_cam_lidar")
 
 
@@ -62,10 +68,12 @@ class CameraCalibration:
 
 @dataclass(frozen=True, eq=False)
 class Rig:
-    """Cameras by name, in subscription order, plus the LiDAR frame they are calibrated against."""
+    """Cameras by name, in subscription order (the order the network gets their images in), plus the LiDAR
+    frame they are calibrated against and the LiDAR's sensor profile."""
 
     cameras: Mapping[str, CameraCalibration]
     lidar_frame: str = "lidar"
+    lidar: LidarProfile = field(default_factory=LidarProfile)
 
     def __iter__(self) -> Iterator[CameraCalibration]:
         return iter(self.cameras.values())
@@ -81,8 +89,14 @@ class Rig:
         return list(self.cameras)
 
     @classmethod
-    def from_cameras(cls, cameras: list[CameraCalibration], lidar_frame: str = "lidar") -> Rig:
-        return cls({camera.name: camera for camera in cameras}, lidar_frame)
+    def from_cameras(
+        cls, cameras: list[CameraCalibration], lidar_frame: str = "lidar", lidar: LidarProfile | None = None
+    ) -> Rig:
+        return cls({camera.name: camera for camera in cameras}, lidar_frame, lidar or LidarProfile())
+
+    def with_cameras(self, cameras: list[CameraCalibration]) -> Rig:
+        """The same LiDAR (frame and profile) with `cameras` instead: a subset, or recalibrated ones."""
+        return Rig({camera.name: camera for camera in cameras}, self.lidar_frame, self.lidar)
 
     @classmethod
     def from_dict(cls, data: object, source: str = "rig") -> Rig:
@@ -91,9 +105,10 @@ class Rig:
             raise CalibrationError(f"{source}: expected a mapping with 'cameras', got {type(data).__name__}")
         _refuse_unknown_keys(data, RIG_KEYS, f"{source}: ")
         cameras = data.get("cameras")
-        if not isinstance(cameras, dict) or not cameras:
+        if not isinstance(cameras, dict):
             raise CalibrationError(
-                f"{source}: cameras: expected a non-empty mapping of camera name to calibration"
+                f"{source}: cameras: expected a mapping of camera name to calibration "
+                "({} for a LiDAR-only rig)"
             )
         built = []
         for name, entry in cameras.items():
@@ -122,7 +137,8 @@ class Rig:
                 )
             except CalibrationError as error:
                 raise CalibrationError(f"{key}.{error}") from None
-        return cls.from_cameras(built, str(data.get("lidar_frame", "lidar")))
+        lidar = LidarProfile.from_dict(data.get("lidar"), f"{source}: lidar")
+        return cls.from_cameras(built, str(data.get("lidar_frame", "lidar")), lidar)
 
     def to_dict(self) -> dict:
         cameras = {}
@@ -137,7 +153,7 @@ class Rig:
                 "D": intr.D.tolist(),
                 "T_cam_lidar": camera.T_cam_lidar.tolist(),
             }
-        return {"lidar_frame": self.lidar_frame, "cameras": cameras}
+        return {"lidar_frame": self.lidar_frame, "lidar": self.lidar.to_dict(), "cameras": cameras}
 
     @classmethod
     def load(cls, path: str | Path) -> Rig:
