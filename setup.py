@@ -76,6 +76,7 @@ setup(
             "segment_node = xkd_ros.node:main",
             "xkd-replay = xkd_ros.replay:main",
             "xkd-build-engine = xkd_ros.inference.tensorrt:main",
+            "xkd-rig = xkd_ros.calibration:main",
         ],
     },
 )

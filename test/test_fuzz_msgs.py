@@ -33,6 +33,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import Header
 
 from xkd_ros.geometry import DISTORTION_MODELS, CameraIntrinsics
+from xkd_ros.geometry.camera import DISTORTION_LENGTHS
 from xkd_ros.msgs import (
     CvBridge,
     camera_info_to_intrinsics,
@@ -629,7 +630,8 @@ def intrinsics(draw: st.DrawFn) -> CameraIntrinsics:
     model = draw(st.sampled_from(sorted(DISTORTION_MODELS)))
     fx, fy = draw(st.floats(1e-3, 1e5)), draw(st.floats(1e-3, 1e5))
     K = [[fx, draw(FINITE), draw(FINITE)], [0, fy, draw(FINITE)], [0, 0, 1]]
-    D = draw(st.lists(FINITE, min_size=DISTORTION_MODELS[model], max_size=DISTORTION_MODELS[model]))
+    length = draw(st.sampled_from(DISTORTION_LENGTHS[model]))  # D keeps the length it was given
+    D = draw(st.lists(FINITE, min_size=length, max_size=length))
     R = np.asarray(draw(st.lists(FINITE, min_size=9, max_size=9))).reshape(3, 3)
     P = np.asarray(draw(st.lists(FINITE, min_size=12, max_size=12))).reshape(3, 4)
     width, height = draw(st.integers(1, 10_000)), draw(st.integers(1, 10_000))
@@ -661,7 +663,7 @@ NAN, INF = float("nan"), float("inf")
         ({"r": [1.0] * 10}, r"^CameraInfo\.r: expected 3x3 numbers, got 10"),
         ({"p": [1.0] * 9}, r"^CameraInfo\.p: expected 3x4 numbers, got 9"),
         ({"p": ["f"] * 12}, r"^CameraInfo\.p: expected numbers"),
-        ({"d": [0.1] * 4}, r"^CameraInfo\.d: plumb_bob takes 5 coefficients, got 4"),
+        ({"d": [0.1] * 3}, r"^CameraInfo\.d: plumb_bob takes 4, 5 or 8 coefficients \(k1 k2 p1 p2 .*, got 3"),
         ({"d": ["x"]}, r"^CameraInfo\.d: expected numbers"),
         ({"d": [NAN] * 5}, r"^CameraInfo\.d: contains NaN"),
         ({"k": [NAN, 0, 320, 0, 500, 240, 0, 0, 1]}, r"^CameraInfo\.k: contains NaN"),
@@ -728,7 +730,8 @@ def test_labeled_cloud_holds_every_point_with_its_label_and_colour(n, classes, w
     labels = rng.choice(np.array([*range(classes), 255], np.uint8), n)
     confidence = rng.random(n).astype(np.float32)
     colors = rng.integers(0, 256, (classes, 3), dtype=np.uint8)
-    cloud = create_labeled_cloud(Header(frame_id="lidar"), xyz, intensity, labels, confidence, colors)
+    fused = rng.random(n) < 0.5
+    cloud = create_labeled_cloud(Header(frame_id="lidar"), xyz, intensity, labels, confidence, colors, fused)
     points = read_points(cloud)
     assert points.shape == (n,)
     for k, axis in enumerate("xyz"):
@@ -736,6 +739,7 @@ def test_labeled_cloud_holds_every_point_with_its_label_and_colour(n, classes, w
     expected_intensity = intensity if intensity is not None else np.zeros(n, np.float32)
     assert points["intensity"].tobytes() == expected_intensity.tobytes()
     assert points["label"].tolist() == labels.tolist()
+    assert points["fused"].tolist() == fused.astype(int).tolist()
     assert points["confidence"].tobytes() == confidence.tobytes()
     palette = np.vstack([colors, np.full((256 - classes, 3), -1)])  # -1: the grey of ignored points, below
     rgb = unpack_rgb(points["rgb"])
@@ -752,6 +756,7 @@ def test_labeled_cloud_holds_every_point_with_its_label_and_colour(n, classes, w
         ({"labels": np.zeros(3, np.int64)}, r"^labels: expected uint8"),
         ({"labels": np.array([0, 5, 1], np.uint8)}, r"^labels: \[5\] not in the palette of 2 classes"),
         ({"confidence": np.zeros((3, 1), np.float32)}, r"^confidence: expected \(3,\)"),
+        ({"fused": np.zeros(4, bool)}, r"^fused: expected \(3,\)"),
         ({"colors": np.array([[300, 0, 0], [0, 0, 0]])}, r"^colors: expected a \(K, 3\) uint8 class palette"),
         ({"colors": np.zeros((0, 3), np.uint8)}, r"^colors: expected a \(K, 3\) uint8"),
         (

@@ -63,7 +63,7 @@ def broken(tmp_path, edit):
             "cameras.pylon_camera.K: focal lengths",
         ),
         (lambda cam: cam.update(width="wide"), "cameras.pylon_camera.width"),
-        (lambda cam: cam.update(D=[0.1, 0.2]), "cameras.pylon_camera.D: plumb_bob takes 5"),
+        (lambda cam: cam.update(D=[0.1, 0.2]), "cameras.pylon_camera.D: plumb_bob takes 4, 5 or 8"),
         (
             lambda cam: cam.update(D=[0.1, 0, 0, 0, 0], distortion_model="kb8"),
             "cameras.pylon_camera.distortion_model",
@@ -159,7 +159,7 @@ def test_camera_info_binning_and_roi_are_folded_into_k():
     ("edit", "message"),
     [
         (lambda m: setattr(m, "k", [0.0] * 9), "CameraInfo.k: focal lengths must be positive"),
-        (lambda m: setattr(m, "d", [0.1, 0.2, 0.3]), "CameraInfo.d: plumb_bob takes 5"),
+        (lambda m: setattr(m, "d", [0.1, 0.2, 0.3]), "CameraInfo.d: plumb_bob takes 4, 5 or 8"),
         (lambda m: setattr(m, "distortion_model", "fov"), "CameraInfo.distortion_model"),
         (lambda m: setattr(m, "width", 0), "CameraInfo.width"),
     ],

@@ -1,4 +1,5 @@
-"""SemanticKittiDataset: the real SemanticKITTI sample, and the RELLIS-3D frame laid out as KITTI sequence."""
+"""SemanticKittiDataset: the real SemanticKITTI sample, the RELLIS-3D frame laid out as KITTI sequence, and
+KITTI calib files with R0_rect (the object layout's) in the odometry layout."""
 
 import shutil
 from pathlib import Path
@@ -9,10 +10,18 @@ import pytest
 from conftest import DATA, REPO
 
 from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
-from xkd_ros.data.semantickitti import SemanticKittiDataset, camera_from_projection, read_kitti_calib
+from xkd_ros.data.kitti import KittiObjectDataset
+from xkd_ros.data.semantickitti import (
+    KITTI_LIDAR,
+    SemanticKittiDataset,
+    camera_from_projection,
+    lidar_to_rectified,
+    read_kitti_calib,
+)
 from xkd_ros.geometry import Rig, project_points
 
 TINY = DATA / "semantickitti_tiny"
+OBJECT_CALIB = DATA / "calibration/kitti_object_000000.txt"
 RELLIS = DATA / "rellis3d_000104"
 TINY_COUNTS = {  # SOURCE.md's raw id counts, through the semantickitti class set
     "ignore": 3,  # 0 unlabeled 2, 52 other-structure 1
@@ -54,6 +63,7 @@ def test_tiny_sample_labels_are_mapped():
     assert frame.classes == "semantickitti"
     assert class_counts(frame.labels, "semantickitti") == TINY_COUNTS
     assert (len(frame.rig), frame.images, frame.pose, frame.stamp) == (0, {}, None, 0.0)
+    assert frame.rig.lidar == KITTI_LIDAR  # HDL-64E, remission 0..1
 
 
 def test_instance_bits_are_dropped_and_sequences_can_be_numbers(tmp_path):
@@ -102,7 +112,7 @@ def test_rellis_frame_in_kitti_layout_projects_as_its_rig(tmp_path, rellis_png, 
     write_rellis_sequence(tmp_path, rellis_png)
     frame = SemanticKittiDataset(tmp_path, classes="rellis3d")[0]
     assert frame.name == "semantickitti/00/000104"
-    np.testing.assert_array_equal(frame.points, rellis_frame.points)
+    np.testing.assert_array_equal(frame.points, rellis_frame.points[:, :4])  # x y z intensity, no ring
     np.testing.assert_array_equal(frame.labels, rellis_frame.labels)
     np.testing.assert_array_equal(frame.images["image_2"], rellis_frame.images["pylon_camera"])
     assert frame.stamp == pytest.approx(10.4)
@@ -248,3 +258,73 @@ def test_identity_pose_at_first_scan(tmp_path):
     frame = SemanticKittiDataset(tmp_path)[0]
     np.testing.assert_allclose(frame.pose, np.eye(4), atol=1e-12)
     assert len(frame.rig) == 0  # poses alone bring no camera
+
+
+def object_calib_without(*keys: str) -> str:
+    return "".join(
+        line + "\n" for line in OBJECT_CALIB.read_text().splitlines() if line.partition(":")[0] not in keys
+    )
+
+
+def test_object_layout_calib_reads_in_the_odometry_layout_with_r0_rect_folded_in(tmp_path):
+    """The issue's case: KITTI's object calib file (R0_rect: 9 numbers, Tr_velo_to_cam) copied into a
+    sequence failed to read; it now gives the camera the object reader gives, R0_rect folded in."""
+    sequence = copy_tiny(tmp_path / "odometry")
+    add_image(sequence)
+    shutil.copy(OBJECT_CALIB, sequence / "calib.txt")
+    camera = SemanticKittiDataset(tmp_path / "odometry")[0].rig["image_2"]
+    folder = tmp_path / "object/training"
+    for sub in ("velodyne", "calib", "image_2"):
+        (folder / sub).mkdir(parents=True)
+    shutil.copy(sequence / "velodyne/000000.bin", folder / "velodyne/000000.bin")
+    shutil.copy(OBJECT_CALIB, folder / "calib/000000.txt")
+    shutil.copy(sequence / "image_2/000000.png", folder / "image_2/000000.png")
+    same = KittiObjectDataset(tmp_path / "object")[0].rig["image_2"]
+    np.testing.assert_array_equal(camera.T_cam_lidar, same.T_cam_lidar)
+    calib = read_kitti_calib(OBJECT_CALIB)
+    assert calib["R0_rect"].shape == (3, 3)
+    R0 = np.eye(4)
+    R0[:3, :3] = calib["R0_rect"]
+    Tr = np.vstack([calib["Tr_velo_to_cam"], [0, 0, 0, 1]])
+    _, expected = camera_from_projection(calib["P2"], R0 @ Tr)
+    np.testing.assert_allclose(camera.T_cam_lidar, expected, rtol=0, atol=1e-12)
+    _, unfolded = camera_from_projection(calib["P2"], Tr)
+    assert not np.allclose(camera.T_cam_lidar, unfolded, atol=1e-3)  # R0_rect turns it by 0.7 degrees
+
+
+def test_an_r0_rect_line_in_an_odometry_calib_is_folded_in(tmp_path):
+    (tmp_path / "calib.txt").write_text(
+        f"Tr: {KITTI_TR}\nR0_rect: {' '.join(['0', '-1', '0', '1', '0', '0', '0', '0', '1'])}\n"
+    )
+    T = lidar_to_rectified(read_kitti_calib(tmp_path / "calib.txt"), tmp_path / "calib.txt")
+    Tr = np.vstack([np.array(KITTI_TR.split(), dtype=float).reshape(3, 4), [0, 0, 0, 1]])
+    np.testing.assert_allclose(T[:3], np.vstack([-Tr[1], Tr[0], Tr[2]])[:3], atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            lambda: object_calib_without("R0_rect"),
+            r"Tr_velo_to_cam without R0_rect: it maps into the unrectified",
+        ),
+        (lambda: object_calib_without() + f"Tr: {KITTI_TR}\n", r"Tr and Tr_velo_to_cam differ"),
+        (lambda: object_calib_without("Tr_velo_to_cam"), r"no Tr or Tr_velo_to_cam"),
+        (
+            lambda: f"P2: {KITTI_P2}\nTr: {KITTI_TR}\nR0_rect: {KITTI_P2}\n",
+            r":3: R0_rect: expected 9 numbers, got 12",
+        ),
+        (lambda: f"P2: {KITTI_P2}\nTr: {KITTI_TR}\nR0_rect: 1 0 0 0 1 0 0 0 2\n", r"R0_rect: not a rotation"),
+        (
+            lambda: f"P2: {KITTI_P2}\nTr: {KITTI_TR}\nR0_rect: 1 0 0 0 1 0 0 0 -1\n",
+            r"R0_rect: not a rotation",
+        ),
+        (lambda: f"P2: {KITTI_P2}\nTr: {KITTI_TR.replace('-1.198459927713e-02', 'nan')}\n", r":2: Tr: .*NaN"),
+    ],
+)
+def test_calib_files_that_would_misplace_the_camera_are_refused(tmp_path, content, message):
+    sequence = copy_tiny(tmp_path)
+    add_image(sequence)
+    (sequence / "calib.txt").write_text(content())
+    with pytest.raises(ValueError, match=f"^{sequence}/calib\\.txt.*{message}"):
+        SemanticKittiDataset(tmp_path)

@@ -1,4 +1,5 @@
-"""File formats the data sets share: headerless float32 scans, SemanticKITTI .label files, images."""
+"""File formats the data sets share: headerless float32 scans, SemanticKITTI .label files, images, and the
+one-file-per-scan folders of the KITTI layouts."""
 
 from __future__ import annotations
 
@@ -44,3 +45,17 @@ def read_rgb(path: Path) -> np.ndarray:
     if bgr is None:
         raise FileNotFoundError(f"{path}: missing or not an image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def check_all_present(folder: Path, scans: list[str], suffix: str) -> bool:
+    """Whether `folder` exists; if it does, it must hold a file for every scan (FileNotFoundError naming
+    the first one missing and how many are)."""
+    if not folder.is_dir():
+        return False
+    present = {path.name for path in folder.iterdir()}
+    missing = [scan for scan in scans if scan + suffix not in present]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder / (missing[0] + suffix)}: missing ({len(missing)} scan(s) lack one)"
+        )
+    return True

@@ -2,10 +2,14 @@
 one camera's images (image_2/*.png), calib.txt, times.txt and poses.txt.
 
 KITTI's calib.txt gives each rectified camera as a projection P = K [I | t] (t: its offset from cam0) and
-the LiDAR as Tr (velodyne -> rectified cam0), so T_cam_velo = [I | inv(K) P[:, 3]] @ Tr. poses.txt holds
-cam0 poses in the first cam0 frame; as SemanticKITTI does, they become LiDAR poses in the first scan's LiDAR
-frame: T_world_lidar = inv(Tr) @ pose @ Tr. Camera and LiDAR are triggered together, so an image has the
-scan's stamp and the rig needs no motion compensation.
+the LiDAR as Tr (velodyne -> rectified cam0), so T_cam_velo = [I | inv(K) P[:, 3]] @ Tr. The object
+layout's calib file (xkd_ros.data.kitti) names it Tr_velo_to_cam and maps to the unrectified cam0, with the
+rectifying rotation R0_rect beside it: wherever a file has R0_rect it is folded in, Tr -> R0_rect @ Tr, so
+the same file reads the same in either layout (left out, it puts points about 7 px off on KITTI's cameras).
+poses.txt holds cam0 poses in the first cam0 frame; as SemanticKITTI does, they become LiDAR poses in the
+first scan's LiDAR frame: T_world_lidar = inv(Tr) @ pose @ Tr. Camera and LiDAR are triggered together, so
+an image has the scan's stamp and the rig needs no motion compensation. The LiDAR is an HDL-64E whose
+remission runs 0..1 (`KITTI_LIDAR`).
 """
 
 from __future__ import annotations
@@ -18,32 +22,74 @@ from pathlib import Path
 import numpy as np
 
 from xkd_ros.data.classes import load_class_set
-from xkd_ros.data.files import read_label_file, read_rgb, read_scan_bin
+from xkd_ros.data.files import check_all_present, read_label_file, read_rgb, read_scan_bin
 from xkd_ros.data.frame import INTENSITY, Frame
-from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, Rig
 
 CHANNELS = ("x", "y", "z", INTENSITY)  # KITTI's remission
 CLASSES = "semantickitti"
 LIDAR_FRAME = "velodyne"
+KITTI_LIDAR = LidarProfile.from_dict({"sensor": "velodyne_hdl64e", "intensity_scale": 1.0})
+RECTIFICATION = "R0_rect"  # the one 3x3 entry of a KITTI calib file; every other entry is 3x4
 
 
 def read_kitti_calib(path: Path) -> dict[str, np.ndarray]:
-    """The 3x4 matrices of a KITTI odometry calib.txt ("P0: 12 numbers" ... "Tr: 12 numbers") by key."""
+    """The matrices of a KITTI calib file by key: odometry calib.txt ("P0: 12 numbers" ... "Tr: 12
+    numbers") or the object layout's calib/<frame>.txt (P0..P3, R0_rect: 9 numbers, Tr_velo_to_cam,
+    Tr_imu_to_velo); 3x4 each, R0_rect 3x3."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing calibration")
     matrices = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
             key, _, values = line.partition(":")
+            key = key.strip()
+            shape = (3, 3) if key == RECTIFICATION else (3, 4)
+            size, numbers = shape[0] * shape[1], values.split()
+            where = f"{path}:{number}: {key}: expected {size} numbers"
+            if len(numbers) != size:
+                raise ValueError(f"{where}, got {len(numbers)}")
             try:
-                matrices[key.strip()] = np.array(values.split(), dtype=np.float64).reshape(3, 4)
+                matrix = np.array(numbers, dtype=np.float64).reshape(shape)
             except ValueError:
-                raise ValueError(f"{path}:{number}: {key.strip()}: expected 12 numbers") from None
+                raise ValueError(f"{where}, got {values.strip()!r}") from None
+            if not np.isfinite(matrix).all():
+                raise ValueError(f"{where}, got NaN or infinity")
+            matrices[key] = matrix
     return matrices
 
 
+def lidar_to_rectified(calib: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    """T (4x4) from the LiDAR into rectified cam0, the frame every P of the file projects from.
+
+    `Tr` (odometry) or `Tr_velo_to_cam` (object layout), with `R0_rect` folded in where the file has it.
+    `Tr_velo_to_cam` without `R0_rect` is refused: it maps to the unrectified cam0, and using it as if
+    rectified is the silent few-pixel error this reader exists to rule out.
+    """
+    given = [key for key in ("Tr", "Tr_velo_to_cam") if key in calib]
+    if not given:
+        raise ValueError(f"{path}: no Tr or Tr_velo_to_cam (the LiDAR to camera 0 transform)")
+    if len(given) == 2 and not np.allclose(calib["Tr"], calib["Tr_velo_to_cam"], rtol=0, atol=1e-9):
+        raise ValueError(f"{path}: Tr and Tr_velo_to_cam differ; keep the one that is the LiDAR calibration")
+    T = _homogeneous(calib[given[0]])
+    if RECTIFICATION not in calib:
+        if given == ["Tr_velo_to_cam"]:
+            raise ValueError(
+                f"{path}: Tr_velo_to_cam without {RECTIFICATION}: it maps into the unrectified camera 0, "
+                f"so the rectifying rotation {RECTIFICATION} (9 numbers) must be in the file too"
+            )
+        return T
+    R0 = calib[RECTIFICATION]
+    if not np.allclose(R0 @ R0.T, np.eye(3), atol=1e-5) or np.linalg.det(R0) < 0:
+        raise ValueError(f"{path}: {RECTIFICATION}: not a rotation (rows not orthonormal, or a mirror)")
+    rectify = np.eye(4)
+    rectify[:3, :3] = R0
+    return rectify @ T
+
+
 def camera_from_projection(P: np.ndarray, Tr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """K and T_cam_velo of the rectified camera with projection P, given Tr (velodyne -> rectified cam0)."""
+    """K and T_cam_velo of the rectified camera with projection P, given Tr (velodyne -> rectified cam0,
+    3x4 or 4x4, as lidar_to_rectified returns it)."""
     K = P[:, :3]
     T_cam_cam0 = np.eye(4)
     T_cam_cam0[:3, 3] = np.linalg.solve(K, P[:, 3])
@@ -51,7 +97,7 @@ def camera_from_projection(P: np.ndarray, Tr: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _homogeneous(T: np.ndarray) -> np.ndarray:
-    return np.vstack([T.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
+    return T if T.shape == (4, 4) else np.vstack([T.reshape(3, 4), [0.0, 0.0, 0.0, 1.0]])
 
 
 def _read_lines(path: Path, shape: tuple[int, ...], needed: int) -> np.ndarray:
@@ -98,8 +144,8 @@ class _Sequence:
             raise ValueError(
                 f"{velodyne}: scan names must be frame numbers (000000.bin ...), got {scans[:3]}"
             )
-        labelled = _check_all_present(folder / "labels", scans, ".label")
-        images = folder / camera if _check_all_present(folder / camera, scans, ".png") else None
+        labelled = check_all_present(folder / "labels", scans, ".label")
+        images = folder / camera if check_all_present(folder / camera, scans, ".png") else None
         needed = int(scans[-1]) + 1
         poses_file = next(
             (path for path in (folder / "poses.txt", root / "poses" / f"{name}.txt") if path.is_file()), None
@@ -109,14 +155,11 @@ class _Sequence:
             calib_file = folder / "calib.txt"
             calib = read_kitti_calib(calib_file)
             projection = "P" + camera.removeprefix("image_")
-            required = ["Tr", projection] if images is not None else ["Tr"]
-            missing = [key for key in required if key not in calib]
-            if missing:
-                users = " and ".join(str(path) for path in (images, poses_file) if path is not None)
-                raise ValueError(f"{calib_file}: no {missing} (needed for {users})")
-            Tr = _homogeneous(calib["Tr"])
+            if images is not None and projection not in calib:
+                raise ValueError(f"{calib_file}: no {[projection]} (needed for {images})")
+            Tr = lidar_to_rectified(calib, calib_file)
             if images is not None:
-                K, T_cam_velo = camera_from_projection(calib[projection], calib["Tr"])
+                K, T_cam_velo = camera_from_projection(calib[projection], Tr)
             if poses_file is not None:
                 poses = np.tile(np.eye(4), (needed, 1, 1))
                 poses[:, :3] = _read_lines(poses_file, (3, 4), needed)[:needed]
@@ -124,19 +167,6 @@ class _Sequence:
         if (folder / "times.txt").is_file():
             times = _read_lines(folder / "times.txt", (), needed)
         return cls(name, folder, scans, labelled, images, K, T_cam_velo, times, poses)
-
-
-def _check_all_present(folder: Path, scans: list[str], suffix: str) -> bool:
-    """Whether `folder` exists; if it does, it must hold a file for every scan."""
-    if not folder.is_dir():
-        return False
-    present = {path.name for path in folder.iterdir()}
-    missing = [scan for scan in scans if scan + suffix not in present]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder / (missing[0] + suffix)}: missing ({len(missing)} scan(s) lack one)"
-        )
-    return True
 
 
 class SemanticKittiDataset(Sequence[Frame]):
@@ -192,7 +222,7 @@ class SemanticKittiDataset(Sequence[Frame]):
         return Frame(
             points=points,
             channels=CHANNELS,
-            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR_FRAME),
+            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR_FRAME, lidar=KITTI_LIDAR),
             images=images,
             labels=labels,
             classes=self.classes if labels is not None else None,

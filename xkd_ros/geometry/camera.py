@@ -1,7 +1,11 @@
 """Camera intrinsics and the lens models of sensor_msgs/CameraInfo, vectorised in numpy.
 
 Projection uses K and D (the raw, distorted image), as cv2.projectPoints and cv2.fisheye.projectPoints do;
-R and P are kept for a faithful CameraInfo round trip.
+R and P are kept for a faithful CameraInfo round trip, and so is D, at the length it was given.
+
+D follows OpenCV: plumb_bob and rational_polynomial take k1 k2 p1 p2 [k3 [k4 k5 k6]] (4, 5 or 8 numbers; 8
+is the rational model whichever name it comes under, as cv2.projectPoints reads it), equidistant takes
+k1 k2 k3 k4 (cv2.fisheye). Many calibration tools write plumb_bob with 4 (no k3).
 """
 
 from __future__ import annotations
@@ -11,8 +15,16 @@ from functools import cached_property
 
 import numpy as np
 
-# Number of coefficients in D for each sensor_msgs/distortion_models name.
+# Number of coefficients in D for each sensor_msgs/distortion_models name, as ROS drivers publish them, and
+# every length each model accepts (OpenCV's: the missing trailing coefficients are zero).
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8, "equidistant": 4}
+DISTORTION_LENGTHS = {"plumb_bob": (4, 5, 8), "rational_polynomial": (4, 5, 8), "equidistant": (4,)}
+_RADIAL_TANGENTIAL = "4, 5 or 8 coefficients (k1 k2 p1 p2 [k3 [k4 k5 k6]])"
+_ACCEPTED = {
+    "plumb_bob": _RADIAL_TANGENTIAL,
+    "rational_polynomial": _RADIAL_TANGENTIAL,
+    "equidistant": "4 coefficients (k1 k2 k3 k4)",
+}
 
 
 class CalibrationError(ValueError):
@@ -63,12 +75,13 @@ class CameraIntrinsics:
                     f"distortion_model: {self.distortion_model!r} is not one of {sorted(DISTORTION_MODELS)}"
                 )
             object.__setattr__(self, "distortion_model", "plumb_bob")
-        expected = DISTORTION_MODELS[self.distortion_model]
         if D.size == 0:
-            D = np.zeros(expected)
-        if D.size != expected:
-            raise CalibrationError(f"D: {self.distortion_model} takes {expected} coefficients, got {D.size}")
-        object.__setattr__(self, "D", as_matrix(D, (expected,), "D"))
+            D = np.zeros(DISTORTION_MODELS[self.distortion_model])
+        if D.size not in DISTORTION_LENGTHS[self.distortion_model]:
+            raise CalibrationError(
+                f"D: {self.distortion_model} takes {_ACCEPTED[self.distortion_model]}, got {D.size}"
+            )
+        object.__setattr__(self, "D", as_matrix(D, (D.size,), "D"))
 
     @property
     def is_pinhole(self) -> bool:
@@ -114,7 +127,7 @@ class CameraIntrinsics:
                 scale = np.where(r > 1e-12, theta_d / r, 1.0)
             return x * scale, y * scale
         k = np.zeros(8)
-        k[: len(D)] = D  # k1 k2 p1 p2 k3 [k4 k5 k6]
+        k[: len(D)] = D  # k1 k2 p1 p2 [k3 [k4 k5 k6]]: what is not given is zero, as in OpenCV
         radial = (1 + r2 * (k[0] + r2 * (k[1] + r2 * k[4]))) / (1 + r2 * (k[5] + r2 * (k[6] + r2 * k[7])))
         xd = x * radial + 2 * k[2] * x * y + k[3] * (r2 + 2 * x * x)
         yd = y * radial + k[2] * (r2 + 2 * y * y) + 2 * k[3] * x * y

@@ -1,8 +1,11 @@
 """The node's output cloud: every input point with its label, confidence and class colour, for rviz and logs.
 
-One fixed layout (x, y, z, intensity, label, confidence, rgb), filled by one bulk copy. Points keep their
-order and NaN points stay (is_dense False), so the output lines up with the input cloud index for index.
-`rgb` is packed as PCL and rviz's RGB8 colour transformer expect: the bits 0x00RRGGBB read as a float32.
+One fixed layout (x, y, z, intensity, label, fused, confidence, rgb), filled by one bulk copy. `fused` is 1
+where a camera's features went into the point's label (the fused head), 0 where the LiDAR-only head labelled
+it: the share of the scene the cameras really cover, visible in rviz by colouring on that field.
+Points keep their order and NaN points stay (is_dense False), so the output lines up with the input cloud
+index for index. `rgb` is packed as PCL and rviz's RGB8 colour transformer expect: the bits 0x00RRGGBB read
+as a float32.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ LABELED_CLOUD_FIELDS = (
     PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
     PointField(name="intensity", offset=12, datatype=PointField.FLOAT32, count=1),
     PointField(name="label", offset=16, datatype=PointField.UINT8, count=1),
+    PointField(name="fused", offset=17, datatype=PointField.UINT8, count=1),
     PointField(name="confidence", offset=20, datatype=PointField.FLOAT32, count=1),
     PointField(name="rgb", offset=24, datatype=PointField.FLOAT32, count=1),
 )
@@ -51,16 +55,19 @@ def create_labeled_cloud(
     labels: np.ndarray,
     confidence: np.ndarray,
     colors: np.ndarray,
+    fused: np.ndarray | None = None,
 ) -> PointCloud2:
     """A PointCloud2 of LABELED_CLOUD_FIELDS: `xyz` (N, 3), `intensity` (N,) (None: zeros, the layout stays
-    fixed for consumers), `labels` (N,) uint8 class ids or IGNORE_INDEX, `confidence` (N,) float32, and the
-    class palette `colors` (K, 3) uint8, which colours each point (ignored points grey)."""
+    fixed for consumers), `labels` (N,) uint8 class ids or IGNORE_INDEX, `confidence` (N,) float32, the
+    class palette `colors` (K, 3) uint8, which colours each point (ignored points grey), and `fused` (N,)
+    bool, a camera's features went into the label (None: 0 everywhere)."""
     xyz = np.asarray(xyz)
     n = len(xyz)
     labels, confidence = np.asarray(labels), np.asarray(confidence)
     if xyz.shape != (n, 3):
         raise ValueError(f"xyz: expected (N, 3), got {xyz.shape}")
-    for name, array in (("intensity", intensity), ("labels", labels), ("confidence", confidence)):
+    named = (("intensity", intensity), ("labels", labels), ("confidence", confidence), ("fused", fused))
+    for name, array in named:
         if array is not None and np.shape(array) != (n,):
             raise ValueError(f"{name}: expected ({n},) for {n} points, got {np.shape(array)}")
     if labels.dtype != np.uint8:
@@ -89,6 +96,8 @@ def create_labeled_cloud(
     if intensity is not None:
         points["intensity"] = intensity
     points["label"] = labels
+    if fused is not None:
+        points["fused"] = fused
     points["confidence"] = confidence
     points["rgb"] = pack_rgb(palette[labels])
     return create_cloud(header, LABELED_CLOUD_FIELDS, points, _POINT_STEP)
