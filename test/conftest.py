@@ -66,6 +66,7 @@ def assert_rigs_close(read, original, atol: float = 0.0) -> None:
     """Same cameras, frames, sizes and lens models; K, D and T_cam_lidar equal within `atol`."""
     assert read.names == original.names
     assert read.lidar_frame == original.lidar_frame
+    assert read.lidar == original.lidar
     for a, b in zip(read, original, strict=True):
         assert (a.frame_id, a.intrinsics.width, a.intrinsics.height) == (
             b.frame_id,

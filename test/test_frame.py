@@ -18,8 +18,8 @@ def small_frame(rellis_frame, **changes):
     ("changes", "message"),
     [
         ({"points": np.zeros((5, 3), np.float32)}, "points: shape"),
-        ({"points": np.zeros((5, 4), np.float64)}, "points: expected float32"),
-        ({"channels": ("y", "x", "z", "intensity")}, "channels: must start with x, y, z"),
+        ({"points": np.zeros((5, 5), np.float64)}, "points: expected float32"),
+        ({"channels": ("y", "x", "z", "intensity", "ring")}, "channels: must start with x, y, z"),
         ({"labels": np.zeros(3, np.uint8)}, "labels: expected"),
         ({"labels": None, "classes": None}, None),
         ({"classes": None}, "without the name of their class set"),
@@ -41,8 +41,9 @@ def test_frame_rejects_inconsistent_content_naming_the_field(rellis_frame, chang
 
 def test_channels_by_name(rellis_frame):
     np.testing.assert_array_equal(rellis_frame.channel("intensity"), rellis_frame.points[:, 3])
-    with pytest.raises(KeyError, match="no channel 'ring'"):
-        rellis_frame.channel("ring")
+    np.testing.assert_array_equal(rellis_frame.channel("ring"), rellis_frame.points[:, 4])
+    with pytest.raises(KeyError, match="no channel 'time'"):
+        rellis_frame.channel("time")
 
 
 def test_compensated_rig_moves_cameras_to_their_image_stamps(rellis_frame):

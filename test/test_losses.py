@@ -153,6 +153,15 @@ def test_info_nce_is_zero_with_a_gradient_when_nothing_is_visible():
     assert torch.all(point.grad == 0)
 
 
+def test_info_nce_on_a_batch_without_cameras():
+    """A LiDAR-only rig's batch (M = 0) has no pairs: zero, and backward still runs."""
+    point = torch.randn(7, 8, requires_grad=True)
+    loss = info_nce(point, torch.zeros(7, 0, 8), torch.zeros(7, 0))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.all(point.grad == 0)
+
+
 # ---- distillation -----------------------------------------------------------------------------------------
 def test_distillation_is_zero_for_equal_logits_and_positive_otherwise():
     teacher = torch.randn(10, 4)

@@ -22,7 +22,6 @@ from xkd_ros.model import (  # noqa: E402  (after the skip: torch is the optiona
 
 TINY = {
     "num_classes": 5,
-    "num_cameras": 2,
     "range_widths": [4, 8, 8],
     "range_strides": [[1, 2], [2, 2]],
     "point_width": 4,
@@ -39,11 +38,14 @@ def tiny_config(**changes) -> ModelConfig:
     return ModelConfig.from_dict({**TINY, **changes})
 
 
-def make_inputs(config: ModelConfig, point_counts: list[int], seed: int = 0) -> dict:
-    """Random inputs in xkd_ros.preprocess layout for frames of the given point counts."""
+def make_inputs(
+    config: ModelConfig, point_counts: list[int], seed: int = 0, cameras: int = 2, rows: int = RANGE_SIZE[0]
+) -> dict:
+    """Random inputs in xkd_ros.preprocess layout for frames of the given point counts, `cameras` cameras
+    and `rows` range-image rows."""
     generator = torch.Generator().manual_seed(seed)
-    frames, cameras, points = len(point_counts), config.num_cameras, sum(point_counts)
-    (height, width), (image_height, image_width) = RANGE_SIZE, IMAGE_SIZE
+    frames, points = len(point_counts), sum(point_counts)
+    (height, width), (image_height, image_width) = (rows, RANGE_SIZE[1]), IMAGE_SIZE
     batch = torch.repeat_interleave(torch.arange(frames), torch.tensor(point_counts))
     inputs = {
         "range_image": torch.rand(frames, 6, height, width, generator=generator) * 40,
@@ -111,7 +113,9 @@ def test_batch_needs_point_batch_sizes_and_matching_images():
     inputs = make_inputs(config, [10, 10])
     with pytest.raises(ValueError, match="point_batch_sizes"):
         model({key: value for key, value in inputs.items() if key != "point_batch_sizes"})
-    with pytest.raises(ValueError, match="3 rows and point_uv 2 cameras for 2 frames"):
+    with pytest.raises(
+        ValueError, match=r"images: 3 rows for 2 frames of 2 cameras \(point_uv\); expected 4"
+    ):
         model({**inputs, "images": inputs["images"][:3]})
     with pytest.raises(ValueError, match="point_batch_sizes has 3 entries for 2 frames"):
         model({**inputs, "point_batch_sizes": torch.tensor([10, 5, 5])})
@@ -210,22 +214,124 @@ def test_segmentation_export_picks_the_head_by_visibility():
     assert torch.equal(label, expected.indices)
 
 
-@pytest.mark.parametrize("use_images", [True, False])
-def test_onnx_export_matches_torch_for_any_point_count(tmp_path, use_images):
+def test_old_checkpoints_model_config_loads_without_num_cameras():
+    """Checkpoints made before rig-agnostic models record num_cameras; the weights never depended on it."""
+    old = {**tiny_config().to_dict(), "num_cameras": 6}
+    assert ModelConfig.from_dict(old) == tiny_config()
+    assert "num_cameras" not in tiny_config().to_dict()
+
+
+@pytest.mark.parametrize("fusion", ["gated", "attention"])
+@pytest.mark.parametrize(("cameras", "rows"), [(0, 16), (1, 32), (3, 8), (8, 64)])
+def test_fusion_model_takes_any_camera_count_and_range_height(fusion, cameras, rows):
+    torch.manual_seed(0)
+    config = tiny_config(fusion=fusion)
+    model = build_model(config).eval()
+    inputs = make_inputs(config, [30, 20], cameras=cameras, rows=rows)
+    with torch.no_grad():
+        outputs = model(inputs, embeddings=True)
+    assert outputs["fused_logits"].shape == outputs["lidar_logits"].shape == (50, 5)
+    assert outputs["pixel_embedding"].shape == (50, cameras, 6)
+    assert all(torch.isfinite(value).all() for value in outputs.values())
+    # a point no camera sees takes the fused head on f3 alone: as if there were no cameras at all
+    unseen = inputs["point_visible"].sum(dim=1) == 0
+    no_cameras = make_inputs(config, [30, 20], cameras=0, rows=rows)
+    with torch.no_grad():
+        alone = model({**inputs, **{k: no_cameras[k] for k in ("images", "point_uv", "point_visible")}})
+    torch.testing.assert_close(alone["lidar_logits"], outputs["lidar_logits"])
+    torch.testing.assert_close(alone["fused_logits"][unseen], outputs["fused_logits"][unseen])
+    if cameras == 0:
+        with torch.no_grad():
+            f3 = model.range_branch(inputs["range_image"], inputs["point_features"], inputs["point_index"])
+        torch.testing.assert_close(outputs["fused_logits"], model.fused_head(f3))
+
+
+def test_no_image_branch_runs_without_cameras():
+    model = build_model(tiny_config()).eval()
+    calls = []
+    model.image_branch.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        model(make_inputs(tiny_config(), [10], cameras=0))
+        assert calls == []
+        model(make_inputs(tiny_config(), [10], cameras=1))
+        assert calls == [1]
+
+
+@pytest.mark.parametrize("fusion", ["gated", "attention"])
+def test_cameras_are_bound_by_position_through_one_shared_branch(fusion):
+    """Reordering a frame's cameras (images, uv and visibility together) changes nothing, and a camera that
+    sees none of the points adds nothing: no weight belongs to a camera slot."""
+    torch.manual_seed(0)
+    config = tiny_config(fusion=fusion)
+    model = build_model(config).eval()
+    inputs = one_frame(make_inputs(config, [40], cameras=3))
+    order = [2, 0, 1]
+    reordered = {
+        **inputs,
+        "images": inputs["images"][order],
+        "point_uv": inputs["point_uv"][:, order],
+        "point_visible": inputs["point_visible"][:, order],
+    }
+    extra = one_frame(make_inputs(config, [40], cameras=4, seed=5))
+    blind = {
+        **inputs,
+        "images": torch.cat([inputs["images"], extra["images"][:1]]),
+        "point_uv": torch.cat([inputs["point_uv"], extra["point_uv"][:, :1]], 1),
+        "point_visible": torch.cat([inputs["point_visible"], torch.zeros(40, 1)], 1),
+    }
+    wrapper = SegmentationExport(model).eval()
+    with torch.no_grad():
+        expected = wrapper(*(inputs[name] for name in wrapper.input_names))
+        for variant in (reordered, blind):
+            got = wrapper(*(variant[name] for name in wrapper.input_names))
+            for want, have in zip(expected[1:], got[1:], strict=True):
+                torch.testing.assert_close(have, want)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["fusion", "lidar_only"])
+def exported(request, tmp_path_factory):
+    """A tiny model (realistic BatchNorm statistics) and its ONNX export, traced at 2 cameras, 16 rows."""
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    config = tiny_config(use_images=use_images)
+    config = tiny_config(use_images=request.param)
     model = build_model(config)
     with torch.no_grad():  # realistic BatchNorm statistics instead of the initial (0, 1)
         model.train()(make_inputs(config, [60], seed=1))
-    path = export_onnx(model, one_frame(make_inputs(config, [50], seed=2)), tmp_path / "model.onnx")
+    path = tmp_path_factory.mktemp("export") / "model.onnx"
+    export_onnx(model, one_frame(make_inputs(config, [50], seed=2, cameras=2, rows=16)), path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return model, session, path
+
+
+def test_onnx_export_has_dynamic_points_cameras_and_rows(exported):
+    onnx = pytest.importorskip("onnx")
+    model, _, path = exported
+    shapes = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in onnx.load(path).graph.input
+    }
+    expected = {
+        "range_image": [6, "H", RANGE_SIZE[1]],
+        "point_features": ["N", 5],
+        "point_index": ["N", 2],
+        "images": ["M", 3, *IMAGE_SIZE],
+        "point_uv": ["N", "M", 2],
+        "point_visible": ["N", "M"],
+    }
+    assert shapes == {name: expected[name] for name in SegmentationExport(model).input_names}
+
+
+# M = 0: ONNX Runtime runs the zero-size image batch (the fused feature is f3, the LiDAR head labels);
+# the ends of what xkd-export declares (pipeline.MAX_CAMERAS, pipeline.RANGE_ROWS) included.
+@pytest.mark.parametrize(("cameras", "rows"), [(0, 16), (1, 32), (4, 64), (8, 128), (0, 8), (8, 256)])
+def test_onnx_export_matches_torch_for_any_rig(exported, cameras, rows):
+    model, session, _ = exported
     wrapper = SegmentationExport(model).eval()
     assert [i.name for i in session.get_inputs()] == list(wrapper.input_names)
     assert [o.name for o in session.get_outputs()] == list(wrapper.output_names)
     for points in (37, 301):
-        inputs = one_frame(make_inputs(config, [points], seed=points))
+        inputs = one_frame(make_inputs(model.config, [points], seed=points, cameras=cameras, rows=rows))
         outputs = session.run(None, {name: inputs[name].numpy() for name in wrapper.input_names})
         with torch.no_grad():
             expected = wrapper(*(inputs[name] for name in wrapper.input_names))
@@ -234,9 +340,12 @@ def test_onnx_export_matches_torch_for_any_point_count(tmp_path, use_images):
         for name, got, want in zip(wrapper.output_names[1:], outputs[1:], expected[1:], strict=True):
             assert np.abs(got - want.numpy()).max() < 1e-3, name
         probabilities = expected[-1].softmax(1)
-        if use_images:
-            seen = inputs["point_visible"].amax(dim=1, keepdim=True) > 0
+        if wrapper.uses_images:
+            seen = inputs["point_visible"].sum(dim=1, keepdim=True) > 0
             probabilities = torch.where(seen, expected[2].softmax(1), probabilities)
+            if cameras == 0:  # the deployed output is the LiDAR-only head's
+                lidar = torch.from_numpy(outputs[-1]).softmax(1).max(1)
+                np.testing.assert_allclose(outputs[1], lidar.values.numpy(), rtol=0, atol=1e-6)
         top2 = probabilities.topk(2).values  # labels agree wherever the choice is not a near-tie
         clear = (top2[:, 0] - top2[:, 1] > 1e-4).numpy()
         assert np.array_equal(outputs[0][clear], expected[0].numpy()[clear])
@@ -281,24 +390,6 @@ def test_gather_views_is_grid_sample_with_border_padding():
     torch.testing.assert_close(mine.grad, theirs.grad, rtol=0, atol=1e-12)
 
 
-def tiny_checkpoint(path):
-    """A checkpoint xkd-export could export: the tiny network with a matching pre-processing config."""
-    from xkd_ros.preprocess import PreprocessConfig
-    from xkd_ros.train.checkpoint import save_checkpoint
-
-    config = tiny_config()
-    preprocess = PreprocessConfig(
-        range_height=8, range_width=64, image_height=32, image_width=48, cameras=("a", "b")
-    )
-    state = {
-        "model_config": config.to_dict(),
-        "preprocess": preprocess.to_dict(),
-        "classes": "synthetic",
-        "model": build_model(config).state_dict(),
-    }
-    return save_checkpoint(state, path)
-
-
 @pytest.mark.parametrize(
     ("out", "message"),
     [
@@ -308,6 +399,8 @@ def tiny_checkpoint(path):
     ],
 )
 def test_xkd_export_refuses_an_out_that_would_destroy_the_checkpoint(tmp_path, capsys, out, message):
+    from tiny_model import tiny_checkpoint
+
     from xkd_ros.export import main as xkd_export
 
     checkpoint = tiny_checkpoint(tmp_path / "best.pt")
@@ -320,6 +413,8 @@ def test_xkd_export_refuses_an_out_that_would_destroy_the_checkpoint(tmp_path, c
 
 
 def test_xkd_export_refuses_a_card_that_would_overwrite_the_checkpoint(tmp_path, capsys):
+    from tiny_model import tiny_checkpoint
+
     from xkd_ros.export import main as xkd_export
 
     checkpoint = tiny_checkpoint(tmp_path / "best.md")  # an odd name, but the card of best.onnx is best.md

@@ -9,15 +9,19 @@ import pytest
 import yaml
 from conftest import REPO
 
+from xkd_ros.geometry import LidarProfile
 from xkd_ros.parameters import (
+    ALL_CAMERAS,
     OFFSETS,
     ParameterError,
     check_offsets,
     defaults,
     launch_overrides,
     leaves,
+    lidar_profile,
     main,
     read_param_file,
+    select_cameras,
     validate_parameters,
 )
 
@@ -37,7 +41,8 @@ def _write(tmp_path, text: str, name: str = "p.yaml"):
 def test_every_parameter_has_a_default_that_is_valid():
     schema_defaults = defaults()
     assert set(schema_defaults) == set(leaves())
-    assert validate_parameters({}) == schema_defaults | {OFFSETS: [], "cameras": []}
+    assert validate_parameters({}) == schema_defaults
+    assert schema_defaults["cameras"] == [ALL_CAMERAS]  # a minimal file (rig_path, model_path) fuses the rig
 
 
 def test_shipped_file_sets_every_parameter_at_the_schema_default_but_the_rig_specific_ones():
@@ -69,6 +74,10 @@ def test_shipped_file_sets_every_parameter_at_the_schema_default_but_the_rig_spe
         ({OFFSETS: "soon"}, OFFSETS, "neither a list nor a map"),
         ({"cameras": ["CAM_FRONT"], f"{OFFSETS}.CAM_BACK": 0.1}, OFFSETS, "not among"),
         ({"threads": None}, "threads", "no value"),
+        ({"cameras": ["*", "CAM_FRONT"]}, "cameras", "cannot be combined"),
+        ({"lidar.sensor": "velodyne_hdl65e"}, "lidar.sensor", "is not one of"),
+        ({"lidar.intensity_scale": -1.0}, "lidar.intensity_scale", "minimum"),
+        ({"lidar.beams": 2.5}, "lidar.beams", "type"),
     ],
 )
 def test_bad_parameter_is_named(params, named, reason):
@@ -220,3 +229,29 @@ def test_shipped_file_is_what_yaml_reads():
     """read_param_file reads the shipped file as yaml does (nothing lost by its rcl-like typing)."""
     data = yaml.safe_load(PARAM_FILE.read_text())["/**"]["ros__parameters"]
     assert read_param_file(PARAM_FILE)["sync.camera_offsets"] == data["sync"]["camera_offsets"]
+
+
+# ------------------------------------------------------------------ the rig names the cameras and the LiDAR
+def test_cameras_are_selected_from_the_rig():
+    rig_cameras = ["front", "rear", "left"]
+    assert select_cameras([ALL_CAMERAS], rig_cameras, "car.rig.yaml") == ("front", "rear", "left")
+    assert select_cameras([], rig_cameras, "car.rig.yaml") == ()
+    assert select_cameras(["rear", "front"], rig_cameras, "car.rig.yaml") == ("rear", "front")
+    with pytest.raises(
+        ParameterError, match=r"'cameras': the rig 'car.rig.yaml' has no camera\(s\) \['image_2'\]"
+    ):
+        select_cameras(["front", "image_2"], rig_cameras, "car.rig.yaml")
+
+
+def test_lidar_parameters_override_the_rig_profile():
+    kitti = LidarProfile.from_dict({"sensor": "velodyne_hdl64e", "intensity_scale": 1.0})
+    params = validate_parameters({})
+    assert lidar_profile(kitti, params) == kitti  # defaults: the rig's
+    params = validate_parameters({"lidar.intensity_scale": 255.0, "lidar.min_range": 0.0})
+    changed = lidar_profile(kitti, params)
+    assert (changed.intensity_scale, changed.min_range, changed.beams) == (255.0, 0.0, 64)
+    params = validate_parameters({"lidar.sensor": "ouster_os1_128"})
+    ouster = lidar_profile(kitti, params)
+    assert (ouster.beams, ouster.ring_order, ouster.intensity_scale) == (128, "top_down", 1.0)
+    table = LidarProfile(beams=3, elevations_deg=(1.0, -1.0, -3.0), fov_up_deg=2.0, fov_down_deg=-4.0)
+    assert lidar_profile(table, validate_parameters({"lidar.beams": 16})).elevations_deg == ()

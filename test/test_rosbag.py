@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from xkd_ros.data import Frame, open_frames
 from xkd_ros.data.rosbag import TYPESTORE, BagTopics, RosbagDataset, RosbagError, write_bag
-from xkd_ros.geometry import Rig, invert_transform, transform_from_quaternion
+from xkd_ros.geometry import CalibrationError, LidarProfile, Rig, invert_transform, transform_from_quaternion
 from xkd_ros.msgs import (
     CvBridge,
     camera_info_to_intrinsics,
@@ -58,7 +58,7 @@ def two_cameras(nuscenes_keyframe):
     frame = nuscenes_keyframe
     return replace(
         frame,
-        rig=Rig.from_cameras([frame.rig[name] for name in CAMERAS], frame.rig.lidar_frame),
+        rig=frame.rig.with_cameras([frame.rig[name] for name in CAMERAS]),
         images={name: frame.images[name] for name in CAMERAS},
         image_stamps={name: frame.image_stamps[name] for name in CAMERAS},
     )
@@ -87,10 +87,28 @@ def test_rig_rebuilt_from_camera_info_and_tf_static(request, tmp_path, sample, s
     bag = write_bag([original], tmp_path / "bag", storage=storage, image_format="jpeg")
     (bag / "rig.yaml").unlink()
 
-    dataset = RosbagDataset(bag)
+    dataset = RosbagDataset(bag, lidar=original.rig.lidar)  # CameraInfo and /tf_static carry no LiDAR profile
 
     assert_rigs_close(dataset.rig, original.rig, atol=1e-6)
     assert dataset[0].points.shape == original.points.shape
+
+
+def test_frames_carry_the_lidar_profile_of_the_rig_they_are_read_with(tmp_path, rellis_frame):
+    """The LiDAR profile (beams, ring order, intensity scale, min range) travels in rig.yaml; a rig built
+    from CameraInfo has the default one unless `lidar` names it; a rig file passed in brings its own."""
+    bag = write_bag([rellis_frame], tmp_path / "bag")
+    assert "intensity_scale: 0.0115" in (bag / "rig.yaml").read_text()
+    assert RosbagDataset(bag)[0].rig.lidar == rellis_frame.rig.lidar
+    assert RosbagDataset(bag, rig=REPO / "config/rellis3d.rig.yaml")[0].rig.lidar == rellis_frame.rig.lidar
+    (bag / "rig.yaml").unlink()
+    assert RosbagDataset(bag)[0].rig.lidar == LidarProfile()
+    section = {"sensor": "ouster_os1_64", "intensity_scale": 0.0115}
+    read = open_frames(bag, lidar=section)[0]
+    assert read.rig.lidar == LidarProfile.from_dict(section)
+    assert read.rig.names == rellis_frame.rig.names
+    assert RosbagDataset(bag, lidar=rellis_frame.rig.lidar).rig.lidar is rellis_frame.rig.lidar
+    with pytest.raises(CalibrationError, match=r"lidar\.sensor: unknown sensor 'os1'"):
+        RosbagDataset(bag, lidar={"sensor": "os1"})
 
 
 def test_bag_layout_stamps_and_sidecar(tmp_path, rellis_frame):
@@ -119,7 +137,13 @@ def test_bag_layout_stamps_and_sidecar(tmp_path, rellis_frame):
         assert log_time == header.stamp.sec * 10**9 + header.stamp.nanosec == stamp_ns, topic
     scan = messages["/lidar/points"][1]
     assert scan.header.frame_id == "os1_lidar"
-    assert [(f.name, f.datatype) for f in scan.fields] == [("x", 7), ("y", 7), ("z", 7), ("intensity", 7)]
+    assert [(f.name, f.datatype) for f in scan.fields] == [
+        ("x", 7),
+        ("y", 7),
+        ("z", 7),
+        ("intensity", 7),
+        ("ring", PointField.UINT16),  # the OS1's beam, as its driver publishes it
+    ]
     assert [(f.name, f.datatype) for f in messages["/lidar/labels"][1].fields][-1] == ("label", 2)
     assert messages["/cameras/pylon_camera/camera_info"][1].header.frame_id == camera.frame_id
 
@@ -273,7 +297,11 @@ def test_ros_deserialises_what_write_bag_wrote(tmp_path, rellis_frame):
             if c.msgtype in sensor_msgs
         }
 
-    np.testing.assert_array_equal(read_points_numpy(messages["/lidar/points"]), rellis_frame.points)
+    cloud = messages["/lidar/points"]
+    np.testing.assert_array_equal(
+        read_points_numpy(cloud, ["x", "y", "z", "intensity"]), rellis_frame.points[:, :4]
+    )
+    np.testing.assert_array_equal(read_points(cloud, ["ring"])["ring"], rellis_frame.channel("ring"))
     labels = read_points(messages["/lidar/labels"], ["label"])["label"]
     np.testing.assert_array_equal(labels, rellis_frame.labels)
     rgb = CvBridge().imgmsg_to_cv2(messages["/cameras/pylon_camera/image_raw"], "rgb8")
@@ -524,7 +552,7 @@ def test_an_unreadable_first_cloud_names_the_topic(tmp_path, rellis_frame):
             "lidar_topic: /lidar/points\ncameras: {cam: {image: 3, camera_info: 4}}\n",
             "expected lidar_topic",
         ),
-        ("rig.yaml", "cameras: 3\n", "cameras: expected a non-empty mapping"),
+        ("rig.yaml", "cameras: 3\n", "cameras: expected a mapping of camera name to calibration"),
     ],
 )
 def test_a_broken_sidecar_or_rig_file_is_named(small_bags, tmp_path, name, text, message):

@@ -1,5 +1,6 @@
-"""TensorRT backend: the engine cache and the missing-tensorrt error run everywhere; the engine tests
-need TensorRT and a CUDA GPU and are skipped (with the reason) where those are missing."""
+"""TensorRT backend: the engine cache, the optimization profile over points, cameras and range rows, and the
+missing-tensorrt error run everywhere; the engine tests need TensorRT and a CUDA GPU and are skipped (with
+the reason) where those are missing."""
 
 import dataclasses
 import json
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO
+from tiny_model import tiny_model
 
 from xkd_ros.inference.backend import BackendError
 from xkd_ros.inference.engine_cache import EngineKey, engine_path, find_engine, sidecar_path, store_engine
@@ -20,6 +22,8 @@ KEY = EngineKey(
     compute_capability="8.7",
     precision="fp16",
     profile=(1000, 35000, 140000),
+    cameras=(0, 6, 8),
+    rows=(8, 32, 256),
 )
 
 
@@ -32,6 +36,10 @@ KEY = EngineKey(
         ("compute_capability", "9.0"),
         ("precision", "int8"),
         ("profile", (1000, 35000, 150000)),
+        ("cameras", (1, 6, 8)),
+        ("cameras", (0, 1, 8)),
+        ("rows", (8, 64, 256)),
+        ("rows", (64, 64, 64)),
     ],
 )
 def test_key_digest_changes_with_every_field(field, value):
@@ -41,13 +49,23 @@ def test_key_digest_changes_with_every_field(field, value):
 
 
 def test_key_digest_is_stable():
-    assert KEY.digest() == dataclasses.replace(KEY, profile=[1000, 35000, 140000]).digest()
+    same = dataclasses.replace(KEY, profile=[1000, 35000, 140000], cameras=[0, 6, 8], rows=(8.0, 32, 256))
+    assert KEY.digest() == same.digest()
     assert len(KEY.digest()) == 16
     assert KEY.digest() in engine_path("/c", KEY).name
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("precision", "bf16"), ("profile", (0, 1, 2)), ("profile", (10, 5, 20))]
+    ("field", "value"),
+    [
+        ("precision", "bf16"),
+        ("profile", (0, 1, 2)),
+        ("profile", (10, 5, 20)),
+        ("cameras", (-1, 6, 8)),
+        ("cameras", (0, 6)),
+        ("rows", (0, 32, 64)),
+        ("rows", "many"),
+    ],
 )
 def test_key_rejects_bad_settings(field, value):
     with pytest.raises(ValueError, match=field):
@@ -138,6 +156,63 @@ def test_bad_settings_are_rejected_before_tensorrt():
         TensorRTBackend(MODEL, precision="bf16")
     with pytest.raises(BackendError, match="points"):
         TensorRTBackend(MODEL, points=(100, 10, 1000))
+    with pytest.raises(BackendError, match=r"cameras must be 0 <= min <= opt <= max, got \(0, 9, 8\)"):
+        TensorRTBackend(MODEL, cameras=(0, 9, 8))
+    with pytest.raises(BackendError, match="rows must be 1 <= min"):
+        TensorRTBackend(MODEL, rows=(0, 32, 64))
+
+
+def test_default_profile_covers_every_rig_the_segmenter_takes():
+    from xkd_ros.inference.tensorrt import DEFAULT_CAMERAS, DEFAULT_ROWS
+    from xkd_ros.pipeline import MAX_CAMERAS, RANGE_ROWS
+
+    assert (DEFAULT_CAMERAS[0], DEFAULT_CAMERAS[2]) == (0, MAX_CAMERAS)
+    assert (DEFAULT_ROWS[0], DEFAULT_ROWS[2]) == RANGE_ROWS
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_profile_shapes_cover_points_cameras_and_rows(tiny):
+    """What build_engine gives TensorRT's optimization profile for each input of an exported graph."""
+    from xkd_ros.inference.tensorrt import model_axes, profile_shapes
+
+    axes = model_axes(tiny)
+    assert axes == {
+        "range_image": (6, "H", 128),
+        "point_features": ("N", 5),
+        "point_index": ("N", 2),
+        "images": ("M", 3, 56, 96),
+        "point_uv": ("N", "M", 2),
+        "point_visible": ("N", "M"),
+    }
+    shapes = profile_shapes(axes, {"N": (1000, 35000, 140000), "M": (0, 6, 8), "H": (16, 64, 128)})
+    assert shapes["range_image"] == ((6, 16, 128), (6, 64, 128), (6, 128, 128))
+    assert shapes["images"] == ((0, 3, 56, 96), (6, 3, 56, 96), (8, 3, 56, 96))
+    assert shapes["point_uv"] == ((1000, 0, 2), (35000, 6, 2), (140000, 8, 2))
+    assert shapes["point_index"] == ((1000, 2), (35000, 2), (140000, 2))
+    with pytest.raises(BackendError, match=r"input 'range_image' .*dynamic axis 'H' is none of"):
+        profile_shapes(axes, {"N": (1, 2, 3), "M": (0, 1, 2)})
+
+
+def test_input_sizes_name_the_axis_inputs_disagree_on(tiny):
+    from xkd_ros.inference.tensorrt import input_sizes, model_axes
+
+    axes = model_axes(tiny)
+    inputs = {
+        "range_image": np.zeros((6, 64, 128), np.float32),
+        "point_features": np.zeros((10, 5), np.float32),
+        "point_index": np.zeros((10, 2), np.int64),
+        "images": np.zeros((0, 3, 56, 96), np.float32),
+        "point_uv": np.zeros((10, 0, 2), np.float32),
+        "point_visible": np.zeros((10, 0), np.float32),
+    }
+    assert input_sizes(axes, inputs, "m.onnx") == {"N": 10, "M": 0, "H": 64}
+    inputs["point_visible"] = np.zeros((10, 1), np.float32)
+    with pytest.raises(BackendError, match=r"m.onnx: inputs disagree on the number of cameras: \[0, 1\]"):
+        input_sizes(axes, inputs, "m.onnx")
 
 
 # --- engine tests: need TensorRT and a CUDA GPU ---------------------------------------------------------
@@ -188,6 +263,29 @@ def test_tensorrt_matches_onnxruntime(gpu, tmp_path, keyframe_inputs, reference,
     np.testing.assert_array_equal(again.infer(keyframe_inputs)["label"], outputs["label"])
 
 
+def test_tensorrt_takes_any_camera_count_of_its_profile(gpu, tmp_path, keyframe_inputs):
+    """The keyframe's first camera only, and none: the engine's M axis (0..8) as ONNX Runtime runs it."""
+    from xkd_ros.inference import OnnxRuntimeBackend
+    from xkd_ros.inference.tensorrt import TensorRTBackend
+
+    backend = TensorRTBackend(MODEL, precision="fp32", points=(1000, 35000, 60000), cache_dir=tmp_path)
+    onnxruntime = OnnxRuntimeBackend(MODEL, threads=2)
+    for cameras in (1, 0):
+        inputs = dict(keyframe_inputs)
+        for name in ("images", "point_uv", "point_visible"):
+            inputs[name] = np.ascontiguousarray(
+                inputs[name][:cameras] if name == "images" else inputs[name][:, :cameras]
+            )
+        got, want = backend.infer(inputs), onnxruntime.infer(inputs)
+        for name in ("confidence", "fused_logits", "lidar_logits"):
+            np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-3, err_msg=f"{cameras}: {name}")
+    small = TensorRTBackend(
+        MODEL, precision="fp32", points=(1000, 35000, 60000), cameras=(1, 1, 1), cache_dir=tmp_path
+    )
+    with pytest.raises(BackendError, match=r"6 cameras is outside the engine profile \[1, 1\]"):
+        small.infer(keyframe_inputs)
+
+
 def test_tensorrt_rebuilds_a_damaged_engine(gpu, tmp_path, keyframe_inputs, reference):
     from xkd_ros.inference.tensorrt import TensorRTBackend
 
@@ -208,24 +306,35 @@ def test_tensorrt_rejects_points_outside_the_profile(gpu, tmp_path, keyframe_inp
         backend.infer(keyframe_inputs)
 
 
-def test_calibration_frames_from_npz_and_keyframes(tmp_path):
+def test_calibration_frames_from_npz_and_keyframes(tmp_path, tiny):
     from xkd_ros.inference.tensorrt import calibration_frames
 
     for i in range(3):
         np.savez(tmp_path / f"{i}.npz", point_features=np.full((4, 5), i, np.float32))
-    frames = list(calibration_frames(tmp_path, MODEL, frames=2))
+    frames = list(calibration_frames(tmp_path, tiny, frames=2))
     assert [f["point_features"][0, 0] for f in frames] == [0, 1]
     keyframe = REPO / "test/data/nuscenes_demo"
-    (frame,) = calibration_frames(keyframe, MODEL, frames=5)
-    assert frame["images"].shape == (6, 3, 136, 240)
+    (frame,) = calibration_frames(keyframe, tiny, frames=5)
+    assert frame["images"].shape == (6, 3, 56, 96)
     assert frame["point_uv"].shape == (len(frame["point_features"]), 6, 2)
+    assert frame["range_image"].shape == (6, 32, 128)
 
 
-def test_calibration_inputs_are_fitted_to_the_opt_point_count():
-    from xkd_ros.inference.tensorrt import _fit_points
+def test_calibration_inputs_are_fitted_to_the_opt_shape():
+    from xkd_ros.inference.tensorrt import _fit_calibration
 
-    inputs = {"point_index": np.arange(6).reshape(3, 2), "images": np.zeros((2, 2))}
-    grown = _fit_points(inputs, {"point_index"}, 5)
+    axes = {"point_index": ("N", 2), "images": ("M", 2), "range_image": (6, "H")}
+    inputs = {
+        "point_index": np.arange(6).reshape(3, 2),
+        "images": np.zeros((2, 2)),
+        "range_image": np.zeros((6, 32)),
+    }
+    ranges = {"N": (1, 5, 9), "M": (0, 2, 8), "H": (8, 32, 64)}
+    grown = _fit_calibration(inputs, axes, ranges)
     np.testing.assert_array_equal(grown["point_index"][:, 0], [0, 2, 4, 0, 2])
-    assert _fit_points(inputs, {"point_index"}, 2)["point_index"].shape == (2, 2)
+    assert _fit_calibration(inputs, axes, {**ranges, "N": (1, 2, 2)})["point_index"].shape == (2, 2)
     assert grown["images"].shape == (2, 2)
+    with pytest.raises(BackendError, match="calibration frame: 2 cameras, the profile's opt is 6"):
+        _fit_calibration(inputs, axes, {**ranges, "M": (0, 6, 8)})
+    with pytest.raises(BackendError, match="calibration frame: 32 rows, the profile's opt is 64"):
+        _fit_calibration(inputs, axes, {**ranges, "H": (8, 64, 64)})

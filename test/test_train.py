@@ -1,6 +1,7 @@
 """The offline pipeline at tiny size: one command trains and exports; resume; DDP; backends agree."""
 
 import csv
+import dataclasses
 import importlib.util
 import os
 import socket
@@ -12,13 +13,14 @@ import pytest
 import torch
 from conftest import REPO
 
+from xkd_ros.data import open_frames
 from xkd_ros.data.synthetic.generator import main as synthesize
 from xkd_ros.export import read_metadata, sha256
 from xkd_ros.inference import BackendError, choose_backend, create_backend
-from xkd_ros.preprocess import PreprocessConfig, prepare_frame
+from xkd_ros.preprocess import MOVED_TO_RIG, PreprocessConfig, prepare_frame
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.train.cli import main as xkd_train
-from xkd_ros.train.data import labelled_subset
+from xkd_ros.train.data import PreparedFrames, ShapeBatches, collate, labelled_subset
 from xkd_ros.train.experiment import ExperimentConfig
 
 TINY = REPO / "config/train/tiny.yaml"
@@ -33,6 +35,23 @@ def split(tmp_path_factory):
     )
     synthesize(
         ["--out", str(root / "split"), "--train", "4", "--val", "2", "--seed", "1", "--config", str(small)]
+    )
+    return root / "split"
+
+
+@pytest.fixture(scope="module")
+def split16(tmp_path_factory):
+    """A second rig: a 16-beam LiDAR and one camera named `front_wide`, same class set."""
+    root = tmp_path_factory.mktemp("synth16")
+    small = root / "small.yaml"
+    small.write_text(
+        "camera: {width: 160, height: 90}\n"
+        "lidar: {azimuth_steps: 360, beams: 16, elevation_deg: [-15, 15], sensor: velodyne_vlp16}\n"
+        "sequence: {frames_per_scene: 3}\n"
+        "cameras: [{name: front_wide, yaw_deg: 0, position: [0.5, 0.0, -0.3]}]\n"
+    )
+    synthesize(
+        ["--out", str(root / "split"), "--train", "3", "--val", "1", "--seed", "2", "--config", str(small)]
     )
     return root / "split"
 
@@ -127,6 +146,77 @@ def test_config_errors_name_the_key(tmp_path):
         ExperimentConfig.load(TINY, ["finetune.distil_weight=1"])
     with pytest.raises(ValueError, match=r"tiny.yaml: pretrain.steps: expected int"):
         ExperimentConfig.load(TINY, ["pretrain.steps=many"])
+    with pytest.raises(ValueError, match=r"tiny.yaml: data.root: expected str or a non-empty list of them"):
+        ExperimentConfig.load(TINY, ["data.root=[out/a, 3]"])
+    assert ExperimentConfig.load(TINY, ["data.root=[out/a, out/b]"]).data.roots == ["out/a", "out/b"]
+    assert ExperimentConfig.load(TINY).data.roots == ["out/synth_tiny"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "config/train").glob("*.yaml")), ids=lambda p: p.name)
+def test_experiment_files_leave_the_sensors_to_the_rig(path):
+    """The committed experiments load, and their pre-processing says nothing the rig says."""
+    config = ExperimentConfig.load(path)
+    assert PreprocessConfig.from_dict(config.preprocess, str(path)).range_width > 0
+
+
+def test_a_sensor_setting_in_an_experiment_is_refused_naming_the_rig(split, tmp_path):
+    with pytest.raises(ValueError, match=r"preprocess\.range_height: .* the rig's now: rig\.lidar\.beams"):
+        xkd_train(["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}",
+                   "preprocess.range_height=64"])  # fmt: skip
+
+
+def test_frames_without_cameras_train_and_validate(split, tmp_path, monkeypatch):
+    """Frames with no camera image (M = 0, a LiDAR-only rig) go through both stages and validation."""
+    import xkd_ros.train.trainer as trainer
+
+    def without_images(root, **options):
+        return [dataclasses.replace(frame, images={}) for frame in open_frames(root, **options)]
+
+    monkeypatch.setattr(trainer, "open_frames", without_images)
+    config = ExperimentConfig.load(TINY, [f"data.root={split}", "pretrain.steps=1", "finetune.steps=2"])
+    result = trainer.train(config, tmp_path)
+    assert 0 <= result["lidar"]["miou"] <= 1
+    assert result["deployed"]["miou"] == result["lidar"]["miou"]  # no camera: the LiDAR-only head
+
+
+def test_shape_batches_keep_each_batch_to_one_shape_and_are_seeded():
+    keys = [(32, 6)] * 7 + [(16, 1)] * 4 + [(64, 0)] * 2
+    sampler = ShapeBatches(keys, batch_size=3, seed=5)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 3 + 2 + 1
+    assert sorted(i for b in first for i in b) == list(range(len(keys)))  # every frame once an epoch
+    assert all(len({keys[i] for i in b}) == 1 and 1 <= len(b) <= 3 for b in first)
+    assert list(ShapeBatches(keys, batch_size=3, seed=5)) == first  # the same every run
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    # under DDP every rank steps as often, and together they cover the epoch
+    ranks = [ShapeBatches(keys, 3, seed=5, num_replicas=4, rank=r) for r in range(4)]
+    assert {len(list(r)) for r in ranks} == {len(ranks[0])} == {2}
+    assert {i for r in ranks for b in r for i in b} == set(range(len(keys)))
+
+
+def test_training_over_two_rigs(split, split16, tmp_path):
+    """One experiment over two roots: a 32-beam six-camera rig and a 16-beam one-camera rig with another
+    camera name. Batches keep to one (H, M); the checkpoint says what the model was trained on."""
+    preprocess = PreprocessConfig.from_dict(ExperimentConfig.load(TINY).preprocess)
+    frames = PreparedFrames(
+        [*open_frames(split, split="train"), *open_frames(split16, split="train")], preprocess
+    )
+    keys = {frames.shape_key(i) for i in range(len(frames))}
+    assert keys == {(32, 6), (16, 1)}
+    with pytest.raises(ValueError, match="must share the range-image height H"):
+        collate([frames[0], frames[len(frames) - 1]])
+    roots = f"data.root=[{split}, {split16}]"
+    assert xkd_train(["--config", str(TINY), "--out", str(tmp_path), "--set", roots,
+                      "pretrain.steps=2", "finetune.steps=3"]) == 0  # fmt: skip
+    assert [(r["stage"], int(r["step"])) for r in log_rows(tmp_path)][-1] == ("finetune", 3)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    trained_on = {entry["root"]: entry for entry in state["trained_on"]}
+    assert trained_on[str(split16)]["cameras"] == ["front_wide"]
+    assert trained_on[str(split16)]["lidar"]["beams"] == 16
+    assert trained_on[str(split)]["lidar"]["beams"] == 32
+    assert len(trained_on[str(split)]["cameras"]) == 6
+    assert not set(MOVED_TO_RIG) & set(state["preprocess"])
 
 
 def test_label_fraction_keeps_a_fixed_share():

@@ -1,7 +1,9 @@
 """`xkd-export`: a training checkpoint -> one self-describing ONNX file (+ model card) for the node.
 
-The ONNX file carries what the node needs to feed it, as metadata: the pre-processing config, the class set
-and the training provenance, so a model can never be run with the wrong pre-processing.
+The ONNX file carries what the node needs to feed it, as metadata: the pre-processing config, the class set,
+the rigs it takes (up to `max_cameras` cameras, `range_rows` range-image rows) and the training provenance,
+so a model can never be run with the wrong pre-processing. The graph itself is rig-agnostic: the points, the
+cameras and the range rows are dynamic axes ("N", "M", "H", as xkd_ros.preprocess.input_spec names them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.model.export import SegmentationExport, export_onnx
-from xkd_ros.pipeline import METADATA_KEY, sha256
+from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, RANGE_ROWS, sha256
 from xkd_ros.preprocess import PreprocessConfig, input_spec
 from xkd_ros.train.checkpoint import load_checkpoint
 
@@ -36,15 +38,17 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
 
 
 def example_inputs(
-    preprocess: PreprocessConfig, points: int = 1000, seed: int = 0
+    preprocess: PreprocessConfig, points: int = 1000, cameras: int = 2, rows: int = 32, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Random inputs of the right shapes and ranges for tracing (the number of points is dynamic)."""
+    """Random inputs of the right shapes and ranges for tracing. Points, cameras and rows are dynamic axes
+    of the exported graph; tracing needs sizes that are not 0 or 1 (the tracer specialises those)."""
     rng = np.random.default_rng(seed)
+    sizes = {"N": points, "M": cameras, "H": rows}
     inputs = {}
     for name, (shape, dtype) in input_spec(preprocess).items():
-        shape = tuple(points if size == "N" else size for size in shape)
+        shape = tuple(sizes.get(size, size) for size in shape)
         if name == "point_index":
-            limits = np.array([preprocess.range_height, preprocess.range_width])
+            limits = np.array([rows, preprocess.range_width])
             array = rng.integers(0, limits, size=shape)
         elif name == "point_visible":
             array = rng.integers(0, 2, size=shape)
@@ -86,12 +90,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     preprocess = PreprocessConfig.from_dict(meta["preprocess"], f"{checkpoint}: preprocess")
     out = export_onnx(model, example_inputs(preprocess), out)
     graph = onnx.load(out)
+    inputs = list(SegmentationExport(model).input_names)
+    experiment = meta.get("experiment", {})
     description = {
         "preprocess": meta["preprocess"],
         "classes": meta["classes"],
-        "model_config": meta["model_config"],
-        "inputs": list(SegmentationExport(model).input_names),
-        "experiment": meta.get("experiment", {}).get("name", ""),
+        "model_config": ModelConfig.from_dict(meta["model_config"]).to_dict(),
+        "inputs": inputs,
+        "max_cameras": MAX_CAMERAS if "images" in inputs else 0,
+        "range_rows": list(RANGE_ROWS),
+        "trained_on": experiment.get("data", {}).get("root"),  # information only: the data set root(s)
+        "experiment": experiment.get("name", ""),
         "stage": meta.get("stage"),
         "step": meta.get("step"),
     }
@@ -102,10 +111,16 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
 
 
 def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) -> str:
-    """Markdown card of an exported model: provenance, data, configuration, validation IoU, checksum."""
+    """Markdown card of an exported model: provenance, data, rigs it takes, validation IoU, checksum."""
     experiment = meta.get("experiment", {})
-    root = Path(experiment.get("data", {}).get("root", ""))
-    split = yaml.safe_load((root / "split.yaml").read_text()) if (root / "split.yaml").is_file() else None
+    data = experiment.get("data", {})
+    roots = data.get("root", "")  # one data set root, or a list of them (several rigs in one training)
+    roots = [Path(root) for root in (roots if isinstance(roots, list) else [roots])]
+    splits = {root: _read_split(root) for root in roots}
+    uses_images = ModelConfig.from_dict(meta["model_config"]).use_images
+    takes = (
+        f"0 to {MAX_CAMERAS} cameras (the rig's, in its order)" if uses_images else "no cameras (LiDAR-only)"
+    )
     lines = [
         f"# {onnx_path.stem}",
         "",
@@ -113,15 +128,16 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
         f"- Made by: `xkd-export {checkpoint} --out {onnx_path}` from experiment `{experiment.get('name')}`"
         f" (stage {meta.get('stage')}, step {meta.get('step')})",
         f"- Classes: `{meta['classes']}` (config/classes/{meta['classes']}.yaml)",
+        f"- Takes any rig: {takes}, range images of {RANGE_ROWS[0]} to {RANGE_ROWS[1]} rows (the LiDAR's "
+        "beams)",
     ]
-    if split is not None:
-        counts = ", ".join(f"{len(v)} {k}" for k, v in split["splits"].items())
-        lines.append(
-            f"- Data: `{root}`, synthetic split of seed {split['seed']}: {counts} frames (xkd-synth)"
-        )
-    lines.append(
-        f"- Labels used: {experiment.get('data', {}).get('label_fraction', 1.0):.0%} of the training frames"
-    )
+    for root, split in splits.items():
+        if split is not None:
+            counts = ", ".join(f"{len(v)} {k}" for k, v in split["splits"].items())
+            lines.append(
+                f"- Data: `{root}`, synthetic split of seed {split['seed']}: {counts} frames (xkd-synth)"
+            )
+    lines.append(f"- Labels used: {data.get('label_fraction', 1.0):.0%} of the training frames")
     validation = meta.get("validation")
     if validation:
         lines += [
@@ -141,10 +157,11 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
             "| **mIoU** | " + " | ".join(f"**{100 * validation[h]['miou']:.1f}**" for h in validation) + " |"
         )
     commands = []
-    if split is not None:
-        counts = " ".join(f"--{k} {len(v)}" for k, v in split["splits"].items())
-        commands.append(f"xkd-synth --out {root} {counts} --seed {split['seed']}")
-    fraction = experiment.get("data", {}).get("label_fraction", 1.0)
+    for root, split in splits.items():
+        if split is not None:
+            counts = " ".join(f"--{k} {len(v)}" for k, v in split["splits"].items())
+            commands.append(f"xkd-synth --out {root} {counts} --seed {split['seed']}")
+    fraction = data.get("label_fraction", 1.0)
     commands.append(
         f"xkd-train --config config/train/{experiment.get('name')}.yaml --out {Path(checkpoint).parent} "
         f"--set data.label_fraction={fraction}"
@@ -162,6 +179,12 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
     return "\n".join(lines) + "\n"
 
 
+def _read_split(root: Path) -> dict[str, Any] | None:
+    """The split.yaml xkd-synth writes at a data set's root, or None for other data sets."""
+    path = root / "split.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
     """The xkd_ros description stored in an exported model (pre-processing, classes, model config)."""
     for prop in onnx.load(onnx_path, load_external_data=False).metadata_props:
@@ -171,7 +194,8 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """xkd-export: checkpoint -> ONNX (opset 18, dynamic point count) with its pre-processing as metadata."""
+    """xkd-export: checkpoint -> ONNX (opset 18; dynamic points, cameras and range rows) with its
+    pre-processing as metadata."""
     parser = argparse.ArgumentParser(prog="xkd-export", description=main.__doc__)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by xkd-train (best.pt)")
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")

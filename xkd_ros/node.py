@@ -45,7 +45,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from xkd_ros.data.messages import (
@@ -54,7 +54,7 @@ from xkd_ros.data.messages import (
     points_from_cloud,
     rgb_from_image,
 )
-from xkd_ros.geometry import CalibrationError, Rig
+from xkd_ros.geometry import CalibrationError, Rig, intensity_mismatch
 from xkd_ros.geometry.rig import CameraCalibration
 from xkd_ros.inference import choose_backend
 from xkd_ros.msgs import camera_info_to_intrinsics, compressed_image_size, create_labeled_cloud
@@ -66,6 +66,8 @@ from xkd_ros.parameters import (
     is_ros_parameter,
     item_type,
     leaves,
+    lidar_profile,
+    select_cameras,
     validate_parameters,
 )
 from xkd_ros.paths import config_path, share_dir
@@ -79,6 +81,7 @@ STAGES = ("preprocess", "inference", "postprocess", "total")
 LOG_THROTTLE_S = 5.0
 SCAN_TIMEOUT_S = 1.0
 RATE_WINDOW_S = 5.0
+INTENSITY_CHECK_SCANS = 5  # the first scans' intensities are checked against lidar.intensity_scale
 CLOUD_TOPIC = "~/input/pointcloud"
 # The cloud fields Segmenter.segment uses (x, y, z, intensity, and ring where present): the only ones decoded.
 POINT_FIELDS = (*REQUIRED_CHANNELS, "ring")
@@ -151,13 +154,19 @@ class SegmentNode(Node):
             raise StartupError(f"model {str(model_path)!r}: {error}") from None
         rig_path = resolve_path(p["rig_path"], config_path("nuscenes.rig.yaml"), "rig path")
         try:
-            self.rig = Rig.load(rig_path)
+            rig = Rig.load(rig_path)
         except Exception as error:
             raise StartupError(f"rig {str(rig_path)!r}: {error}") from None
-        self.cameras = tuple(p["cameras"]) or tuple(self.segmenter.preprocess.cameras)
-        missing = [c for c in self.cameras if c not in self.rig.cameras]
-        if missing:
-            raise StartupError(f"rig {str(rig_path)!r}: no calibration for camera(s) {missing}")
+        # The rig names the cameras (the `cameras` parameter picks among them) and the LiDAR's profile (the
+        # lidar.* parameters override it); the model takes whatever it is given, or says why it cannot.
+        self.cameras = select_cameras(p["cameras"], rig.names, str(rig_path))
+        self.rig = dataclasses.replace(
+            rig.with_cameras([rig[camera] for camera in self.cameras]), lidar=lidar_profile(rig.lidar, p)
+        )
+        try:
+            self.rig_summary = self.segmenter.check_rig(self.rig)
+        except ValueError as error:
+            raise StartupError(f"rig {str(rig_path)!r} with model {str(model_path)!r}: {error}") from None
         self.collector = Collector(
             SyncConfig(
                 cameras=self.cameras,
@@ -195,6 +204,10 @@ class SegmentNode(Node):
         self._last_scan_arrival: float | None = None
         self._last_missing: tuple[str, ...] = ()
         self._last_matched = 0
+        self._last_fused: tuple[str, ...] = ()
+        self._last_fused_share = 0.0
+        self._intensity_checked = 0
+        self._intensity_warning = ""
         self._frame_id = self.rig.lidar_frame
         # What became of every input, for /diagnostics: "scans labelled", "<camera> images refused", ...
         self.counts: Counter[str] = Counter()
@@ -218,6 +231,7 @@ class SegmentNode(Node):
             name: self.create_publisher(Float64, f"~/debug/{name}_ms", 10)
             for name in ("decode", *STAGES, "pipeline_latency")
         }
+        self.fused_pub = self.create_publisher(String, "~/debug/fused_cameras", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(0.01, self._on_poll)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -226,7 +240,7 @@ class SegmentNode(Node):
         self.get_logger().info(
             f"model {model_path} ({self.backend_name}: {self.backend_reason}; "
             f"class set {self.classes.name!r}), "
-            f"rig {rig_path}, "
+            f"rig {rig_path}: {self.rig_summary}; LiDAR {self.rig.lidar.describe()}; "
             f"cameras {list(self.cameras)} ({p['camera_transport']}), "
             f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}, "
             f"max_points {self.max_points}"
@@ -368,16 +382,38 @@ class SegmentNode(Node):
         result = self.segmenter.segment(points, channels, images, rig)
         intensity = points[:, channels.index("intensity")]
         out = create_labeled_cloud(
-            cloud.header, points[:, :3], intensity, result.labels, result.confidence, self.classes.colors
+            cloud.header,
+            points[:, :3],
+            intensity,
+            result.labels,
+            result.confidence,
+            self.classes.colors,
+            fused=result.seen,
         )
         self.cloud_pub.publish(out)
         self._count("scans labelled")
+        self._last_fused = result.cameras_used
+        self._last_fused_share = float(result.seen.mean()) if len(result.seen) else 0.0
+        self.fused_pub.publish(String(data=", ".join(result.cameras_used)))
+        if self._intensity_checked < INTENSITY_CHECK_SCANS:
+            self._check_intensity(intensity)
         self._frame_id = cloud.header.frame_id or self._frame_id
         self.debug_pubs["decode"].publish(Float64(data=decode_ms))
         for stage in STAGES:
             self.debug_pubs[stage].publish(Float64(data=float(result.timings[f"{stage}_ms"])))
         latency = (self.get_clock().now().nanoseconds * 1e-9 - synced.stamp) * 1e3
         self.debug_pubs["pipeline_latency"].publish(Float64(data=latency))
+
+    def _check_intensity(self, intensity: np.ndarray) -> None:
+        """The first scans' intensities against the profile's scale: a 0..1 scanner set up as 0..255 (or the
+        other way round) runs without an error and labels worse, so it is said, naming the setting."""
+        self._intensity_checked += 1
+        warning = intensity_mismatch(intensity, self.rig.lidar)
+        if warning:
+            self._intensity_warning = warning
+            self._warn(
+                CLOUD_TOPIC, "intensity scale", f"{warning} (parameter lidar.intensity_scale or the rig)"
+            )
 
     def _decode(self, camera: str, msg: Any, rig: Rig) -> np.ndarray | None:
         """One camera's image as RGB (a compressed one at the reduced scale the network allows), or None,
@@ -509,8 +545,14 @@ class SegmentNode(Node):
             "backend": self.backend_name,
             "backend_reason": self.backend_reason,
             "class set": self.classes.name,
+            "rig": self.rig_summary,
+            "lidar profile": self.rig.lidar.describe(),
+            "intensity check": self._intensity_warning
+            or (f"ok (first {self._intensity_checked} scans)" if self._intensity_checked else "no scan yet"),
             "cameras matched (last scan)": f"{self._last_matched}/{len(self.cameras)}",
             "cameras missing (last scan)": ", ".join(self._last_missing),
+            "cameras fused (last scan)": ", ".join(self._last_fused),
+            "points fused (last scan) [%]": f"{100 * self._last_fused_share:.1f}",
             **{f"scans {key}": counts.get(f"scans {key}", 0) for key in scan_keys},
             "scans dropped": stats.scans_dropped,
             "scans pending": self.collector.pending,
@@ -532,6 +574,11 @@ class SegmentNode(Node):
         elif self._last_missing:
             status.level = DiagnosticStatus.WARN
             status.message = f"cameras missing: {', '.join(self._last_missing)}"
+        elif self._intensity_warning:
+            status.level, status.message = DiagnosticStatus.WARN, self._intensity_warning
+        elif not self.cameras:
+            status.level = DiagnosticStatus.OK
+            status.message = "LiDAR-only: no cameras configured, the LiDAR-only head labels every point"
         else:
             status.level, status.message = DiagnosticStatus.OK, "all cameras matched"
         status.values = [KeyValue(key=k, value=v) for k, v in self.diagnostic_values().items()]

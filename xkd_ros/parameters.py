@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -24,9 +25,11 @@ from typing import Any
 import jsonschema
 import yaml
 
+from xkd_ros.geometry.lidar import LidarProfile
 from xkd_ros.paths import config_path
 
 __all__ = [
+    "ALL_CAMERAS",
     "NODE_NAME",
     "OFFSETS",
     "ParameterError",
@@ -36,14 +39,17 @@ __all__ = [
     "item_type",
     "launch_overrides",
     "leaves",
+    "lidar_profile",
     "load_schema",
     "main",
     "read_param_file",
+    "select_cameras",
     "validate_parameters",
 ]
 
 NODE_NAME = "segment"
 OFFSETS = "sync.camera_offsets"
+ALL_CAMERAS = "*"  # `cameras: ["*"]`, the default: every camera of the rig, in the rig's order
 # Parameters every rclpy node has, or that ROS tooling adds: not ours to validate.
 _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 _ROS_PREFIXES = ("qos_overrides.",)
@@ -225,9 +231,50 @@ def validate_parameters(flat: Mapping[str, Any], schema: Mapping[str, Any] | Non
         if isinstance(offsets, dict)
         else [float(v) for v in offsets]
     )
-    if cameras:  # else the model's cameras, which the node checks them against
+    if ALL_CAMERAS in cameras and len(cameras) > 1:
+        raise ParameterError(
+            f"parameter 'cameras': {ALL_CAMERAS!r} (every camera of the rig) cannot be combined with names, "
+            f"got {cameras}"
+        )
+    if cameras and ALL_CAMERAS not in cameras:  # else the rig's cameras, which the node checks them against
         check_offsets(params[OFFSETS], cameras)
     return params
+
+
+def select_cameras(cameras: Sequence[str], rig_cameras: Sequence[str], rig_path: str) -> tuple[str, ...]:
+    """The cameras the `cameras` parameter selects from a rig's: ["*"] all of them (rig order), [] none (the
+    LiDAR-only head), else the names given, each of which the rig must calibrate (ParameterError naming the
+    rig file and the cameras it has)."""
+    if list(cameras) == [ALL_CAMERAS]:
+        return tuple(rig_cameras)
+    missing = [camera for camera in cameras if camera not in rig_cameras]
+    if missing:
+        raise ParameterError(
+            f"parameter 'cameras': the rig {rig_path!r} has no camera(s) {missing} "
+            f"(it has {list(rig_cameras)})"
+        )
+    return tuple(cameras)
+
+
+def lidar_profile(rig_profile: LidarProfile, params: Mapping[str, Any]) -> LidarProfile:
+    """The rig's LiDAR profile with the `lidar.*` parameters applied: `lidar.sensor` replaces it by a preset
+    (keeping the rig's intensity scale), then beams (an even spread over the field of view), intensity_scale
+    and min_range override it where set ("" / 0 / 0 / -1 = the rig's)."""
+    profile = rig_profile
+    if params["lidar.sensor"]:
+        preset = LidarProfile.from_dict({"sensor": params["lidar.sensor"]})
+        profile = dataclasses.replace(preset, intensity_scale=rig_profile.intensity_scale)
+    changes: dict[str, Any] = {}
+    if params["lidar.beams"]:
+        changes.update(beams=int(params["lidar.beams"]), elevations_deg=())
+    if params["lidar.intensity_scale"] > 0:
+        changes["intensity_scale"] = float(params["lidar.intensity_scale"])
+    if params["lidar.min_range"] >= 0:
+        changes["min_range"] = float(params["lidar.min_range"])
+    try:
+        return dataclasses.replace(profile, **changes) if changes else profile
+    except ValueError as error:
+        raise ParameterError(f"parameter 'lidar': {error}") from None
 
 
 def check_offsets(offsets: list[float] | Mapping[str, float], cameras: Sequence[str]) -> dict[str, float]:

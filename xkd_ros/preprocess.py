@@ -1,45 +1,49 @@
 """The one pre-processing path of training, evaluation and the node: scan + images + rig -> network inputs.
 
 numpy and OpenCV only (no torch: the node runs the network with ONNX Runtime), vectorised over points and
-pixels. `prepare` returns a `NetworkInputs` whose array names are the ONNX input names:
+pixels. What depends on the sensors comes from the rig, not from this config: the range image's height, row
+binning, intensity scale and ego-return radius from its LiDAR profile (`rig.lidar`, xkd_ros.geometry.lidar),
+the cameras from its camera list. So one network serves rigs of any beam count and any cameras. `prepare`
+returns a `NetworkInputs` whose array names are the ONNX input names:
 
 ==============  ============  =======  =================================================================
 name            shape         dtype    content
 ==============  ============  =======  =================================================================
 range_image     (6, H, W)     float32  RANGE_CHANNELS range, x, y, z, intensity, valid: per pixel the
-                                       NEAREST point (ties: lowest point index); empty pixels 0
+                                       NEAREST point (ties: lowest point index); empty pixels 0.
+                                       H = rig.lidar.beams, W = config.range_width
 point_features  (N, 5)        float32  POINT_FEATURES x, y, z, intensity, range of every point
 point_index     (N, 2)        int64    (row, col) of each point's range pixel, also for points that lost
                                        the pixel to a nearer one and for invalid points
 images          (M, 3, h, w)  float32  RGB resized to (image_height, image_width) by `resize_image`,
-                                       (x/255 - mean) / std,
-                                       cameras in `config.cameras` order, zeros for a missing camera
+                                       (x/255 - mean) / std: the rig's cameras that have an image, in
+                                       the rig's order (`NetworkInputs.cameras`); M = 0 without any
 point_uv        (N, M, 2)     float32  grid_sample coordinates (align_corners=False) of each point in
-                                       each camera, 0 where not visible
+                                       each of those cameras, 0 where not visible
 point_visible   (N, M)        float32  1 where the camera sees the point (in front, inside the image,
-                                       not occluded, camera present), else 0
+                                       not occluded), else 0
 ==============  ============  =======  =================================================================
 
-plus `point_valid` (N,) bool, for the caller (not a network input): the point has finite coordinates and a
-range above `min_range` (default 0: above zero). Invalid points (NaN, the all-zero "no return" points of
-organised clouds such as Ouster's, those nearer than `min_range`) keep their place in every per-point array
-so predictions stay aligned with the cloud, but get zero features, no visibility and take no part in the
-range image.
+plus, for the caller (not network inputs), `cameras` (the M camera names) and `point_valid` (N,) bool: the
+point has finite coordinates and a range above `rig.lidar.min_range` (0: above zero). Invalid points (NaN,
+the all-zero "no return" points of organised clouds such as Ouster's, the ego vehicle's own returns nearer
+than min_range) keep their place in every per-point array so predictions stay aligned with the cloud, but
+get zero features, no visibility and take no part in the range image.
 
 Units: range, x, y and z are raw metres (the network normalises internally); the range feature (range_image
-channel 0 and point_features column 4) is clipped to `max_range`, x, y, z are not. Intensity is passed through
-as the reader delivers it (nuScenes and the synthetic LiDAR about 0..255, the RELLIS-3D scans about 0..0.012):
-the scale is a property of the data set the network was trained on, not something this module guesses; a
-non-finite intensity becomes 0.
+channel 0 and point_features column 4) is clipped to `max_range`, x, y, z are not. Intensity is divided by
+`rig.lidar.intensity_scale` (the value of a full-strength return: 255 for ROS Velodyne drivers, 1 for KITTI's
+remission), so every sensor feeds the network about 0..1; a non-finite intensity becomes 0.
 
 Range-image geometry (LiDAR frame: x forward, y left, z up):
 
 * column: ``col = floor(0.5 * (1 - atan2(y, x) / pi) * W)``, clipped to [0, W-1]. x forward lands in the
   centre column W/2, the left side (y > 0) left of it, the rear wraps at the image border (as RangeNet++).
-* row with a `ring` channel (and `use_ring`): ``row = H - 1 - ring``, the highest beam (largest ring, as
-  Velodyne and the synthetic LiDAR number them) on top. Rings must lie in [0, range_height): set
-  range_height to the sensor's beam count.
-* row otherwise, from the elevation ``pitch = atan2(z, hypot(x, y))``:
+* row with a `ring` channel, the highest beam on top: ``row = H - 1 - ring`` for lidar.ring_order
+  "bottom_up" (ring 0 the lowest beam: Velodyne, Hesai, the synthetic LiDAR), ``row = ring`` for "top_down"
+  (Ouster). Rings must lie in [0, lidar.beams).
+* row otherwise, from the elevation ``pitch = atan2(z, hypot(x, y))``: the row of the nearest beam of
+  `rig.lidar.beam_elevations_deg()`. For beams evenly spread over the field of view that is
   ``row = floor((fov_up - pitch) / (fov_up - fov_down) * H)``, clipped to [0, H-1].
 
 Camera coordinates: a point projecting to pixel (u, v) of the ORIGINAL image (OpenCV convention, pixel centres
@@ -57,7 +61,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from xkd_ros.geometry import CameraIntrinsics, Rig, project_points
+from xkd_ros.geometry import CameraIntrinsics, LidarProfile, Rig, project_points
 
 if TYPE_CHECKING:
     from xkd_ros.data.frame import Frame
@@ -67,23 +71,26 @@ RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "valid")
 IMAGE_REDUCTIONS = (1, 2, 4, 8)
 POINT_FEATURES = ("x", "y", "z", "intensity", "range")
 INPUT_NAMES = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
-NUSCENES_CAMERAS = (
-    "CAM_FRONT",
-    "CAM_FRONT_RIGHT",
-    "CAM_FRONT_LEFT",
-    "CAM_BACK",
-    "CAM_BACK_LEFT",
-    "CAM_BACK_RIGHT",
-)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Pre-processing settings of earlier versions that describe the sensors, and where they live now: a config
+# (an experiment file, an older model's metadata) that still sets one is refused with this pointer rather
+# than silently overruled by the rig.
+MOVED_TO_RIG = {
+    "range_height": "rig.lidar.beams",
+    "fov_up_deg": "rig.lidar.fov_up_deg",
+    "fov_down_deg": "rig.lidar.fov_down_deg",
+    "use_ring": "rig.lidar (a scan's ring field is always used, rig.lidar.ring_order says how it counts)",
+    "min_range": "rig.lidar.min_range",
+    "cameras": "the rig's cameras (those with an image, in the rig file's order)",
+}
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_REDUCTIONS",
     "INPUT_NAMES",
-    "NUSCENES_CAMERAS",
+    "MOVED_TO_RIG",
     "POINT_FEATURES",
     "RANGE_CHANNELS",
     "NetworkInputs",
@@ -101,102 +108,79 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """How scans and images become network inputs; one per trained network, stored with it.
+    """How scans and images become network inputs; one per trained network, stored with it. What describes
+    the sensors (beams, field of view, ring order, intensity scale, minimum range, cameras) is the rig's
+    (MOVED_TO_RIG), so the same network and config serve any rig.
 
-    range_height, range_width: range image size; with a `ring` channel range_height is the beam count.
-    fov_up_deg, fov_down_deg: vertical field of view for row binning by elevation (scans without `ring`, or
-        use_ring False): the top edge of row 0 and the bottom edge of row H-1. For beams evenly spread
-        from a to b degrees, a - s/2 .. b + s/2 with spacing s centres each beam in its row.
-    use_ring: take the row from the `ring` channel where the scan has one.
+    range_width: range image columns (its height is the rig's beam count).
     image_width, image_height: every camera image is resized to this (both divisible by 8).
-    cameras: camera names in the order the network expects; a camera the frame lacks gets a zero image and
-        sees no point.
     min_depth: metres in front of a camera a point must be to count as seen.
     occlusion_cell, occlusion_tolerance: occlusion test of `project_points` (cell in pixels of the ORIGINAL
         image, 0 = off; tolerance in metres behind the nearest point of the cell).
-    min_range: points nearer than this (metres) count as invalid, like NaN points: nuScenes sweeps carry
-        thousands of returns off the ego vehicle and no-return placeholders within 1 m, which would otherwise
-        win their range pixels (the devkit drops them with radius 1.0). 0 keeps all but exact zeros.
     max_range: metres at which the range feature is clipped (points beyond still get a prediction).
     mean, std: per-channel RGB normalisation of images scaled to 0..1.
     """
 
-    range_height: int = 32
     range_width: int = 512
-    fov_up_deg: float = 10.67
-    fov_down_deg: float = -30.67
-    use_ring: bool = True
     image_width: int = 240
     image_height: int = 136
-    cameras: tuple[str, ...] = NUSCENES_CAMERAS
     min_depth: float = 0.1
     occlusion_cell: int = 8
     occlusion_tolerance: float = 0.5
-    min_range: float = 0.0
     max_range: float = 70.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        for name in ("cameras", "mean", "std"):
+        for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise ValueError(f"preprocess.{name}: expected a list, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
-        for name in ("mean", "std"):
             try:
-                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+                object.__setattr__(self, name, tuple(float(v) for v in value))
             except (TypeError, ValueError):
-                raise ValueError(f"preprocess.{name}: expected numbers, got {getattr(self, name)}") from None
-        numbers = ("fov_up_deg", "fov_down_deg", "min_depth", "occlusion_tolerance", "min_range", "max_range")
-        for name in numbers:
+                raise ValueError(f"preprocess.{name}: expected numbers, got {value}") from None
+        for name in ("min_depth", "occlusion_tolerance", "max_range"):
             value = getattr(self, name)
             if not isinstance(value, float | int | np.number) or isinstance(value, bool):
                 raise ValueError(f"preprocess.{name}: expected a number, got {value!r}")
             object.__setattr__(self, name, float(value))
-        if not isinstance(self.use_ring, bool | np.bool_):
-            raise ValueError(f"preprocess.use_ring: expected true or false, got {self.use_ring!r}")
-        object.__setattr__(self, "use_ring", bool(self.use_ring))
-        for name in ("range_height", "range_width", "image_width", "image_height", "occlusion_cell"):
+        for name in ("range_width", "image_width", "image_height", "occlusion_cell"):
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"preprocess.{name}: expected a whole number >= 0, got {value!r}")
             object.__setattr__(self, name, int(value))
-        for name in ("range_height", "range_width"):
-            if getattr(self, name) == 0:
-                raise ValueError(f"preprocess.{name}: must be positive")
+        if self.range_width == 0:
+            raise ValueError("preprocess.range_width: must be positive")
         for name in ("image_width", "image_height"):
             if getattr(self, name) == 0 or getattr(self, name) % 8:
                 raise ValueError(
                     f"preprocess.{name}: must be a positive multiple of 8, got {getattr(self, name)}"
                 )
-        if not self.fov_up_deg > self.fov_down_deg:
-            raise ValueError(
-                f"preprocess.fov_up_deg: must exceed fov_down_deg, "
-                f"got {self.fov_up_deg} <= {self.fov_down_deg}"
-            )
         if not self.max_range > 0:
             raise ValueError(f"preprocess.max_range: must be positive, got {self.max_range}")
-        for name in ("min_depth", "occlusion_tolerance", "min_range"):
+        for name in ("min_depth", "occlusion_tolerance"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"preprocess.{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.min_range < self.max_range:
-            raise ValueError(f"preprocess.min_range: must be below max_range, got {self.min_range}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) != 3 or not all(np.isfinite(value)) or (name == "std" and min(value) <= 0):
                 raise ValueError(f"preprocess.{name}: expected 3 RGB values (std > 0), got {value}")
-        if not all(isinstance(c, str) for c in self.cameras) or len(set(self.cameras)) != len(self.cameras):
-            raise ValueError(f"preprocess.cameras: expected distinct camera names, got {self.cameras}")
 
     @classmethod
     def from_dict(cls, data: Mapping | None, source: str = "") -> PreprocessConfig:
-        """Build from parsed YAML: missing keys take their defaults, unknown keys raise ValueError naming
-        them."""
+        """Build from parsed YAML: missing keys take their defaults; unknown keys, and the sensor settings
+        that moved to the rig (MOVED_TO_RIG), raise ValueError naming them."""
         where = f"{source}: preprocess" if source else "preprocess"
         if data is not None and not isinstance(data, Mapping):
             raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
         data = dict(data or {})
+        moved = [key for key in MOVED_TO_RIG if key in data]
+        if moved:
+            raise ValueError(
+                f"{where}.{moved[0]}: not a pre-processing setting any more, it is the rig's now: "
+                f"{MOVED_TO_RIG[moved[0]]}; remove it here and set it in the rig file"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -215,7 +199,8 @@ class PreprocessConfig:
 
 @dataclass(eq=False)
 class NetworkInputs:
-    """The network inputs of one frame (see the module docstring for the spec) plus `point_valid`."""
+    """The network inputs of one frame (see the module docstring for the spec), the names of the M cameras
+    they hold (rig order) and `point_valid`."""
 
     range_image: np.ndarray
     point_features: np.ndarray
@@ -224,10 +209,16 @@ class NetworkInputs:
     point_uv: np.ndarray
     point_visible: np.ndarray
     point_valid: np.ndarray
+    cameras: tuple[str, ...]
 
     @property
     def num_points(self) -> int:
         return len(self.point_features)
+
+    @property
+    def shape_key(self) -> tuple[int, int]:
+        """(H, M): range rows and cameras, what frames of one training batch must share."""
+        return self.range_image.shape[1], len(self.cameras)
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The six network inputs by their ONNX names (INPUT_NAMES order)."""
@@ -235,15 +226,16 @@ class NetworkInputs:
 
 
 def input_spec(config: PreprocessConfig) -> dict[str, tuple[tuple[int | str, ...], np.dtype]]:
-    """Shape and dtype of each network input; "N" is the (dynamic) number of points."""
-    m, f32 = len(config.cameras), np.dtype(np.float32)
+    """Shape and dtype of each network input; the axes that vary are named: "N" points, "M" cameras (the
+    rig's, 0..), "H" range rows (the rig's beam count)."""
+    f32 = np.dtype(np.float32)
     return {
-        "range_image": ((len(RANGE_CHANNELS), config.range_height, config.range_width), f32),
+        "range_image": ((len(RANGE_CHANNELS), "H", config.range_width), f32),
         "point_features": (("N", len(POINT_FEATURES)), f32),
         "point_index": (("N", 2), np.dtype(np.int64)),
-        "images": ((m, 3, config.image_height, config.image_width), f32),
-        "point_uv": (("N", m, 2), f32),
-        "point_visible": (("N", m), f32),
+        "images": (("M", 3, config.image_height, config.image_width), f32),
+        "point_uv": (("N", "M", 2), f32),
+        "point_visible": (("N", "M"), f32),
     }
 
 
@@ -260,7 +252,8 @@ def prepare(
     config: PreprocessConfig,
 ) -> NetworkInputs:
     """Network inputs of one scan (N, C) with named `channels` (x, y, z, intensity, optional ring) and the
-    RGB uint8 `images` of the cameras of `rig` (each the size its calibration gives)."""
+    RGB uint8 `images` of cameras of `rig` (each the size its calibration gives, or that divided by 2, 4 or
+    8); the rig's cameras without an image take no part."""
     channels = tuple(channels)
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != len(channels):
@@ -270,28 +263,33 @@ def prepare(
     if "intensity" not in channels:
         raise ValueError(f"channels: no 'intensity' channel in {channels}")
     points = points.astype(np.float32, copy=False)
-    n = len(points)
+    n, lidar = len(points), rig.lidar
 
-    features, distance, valid = _point_features(points, channels.index("intensity"), config)
-    rows, cols = _range_pixels(points, channels, valid, config)
+    features, distance, valid = _point_features(points, channels.index("intensity"), lidar, config)
+    rows, cols = _range_pixels(points, channels, valid, lidar, config)
     point_index = np.empty((n, 2), dtype=np.int64)
     point_index[:, 0], point_index[:, 1] = rows, cols
-    range_image = _range_image(features, distance, valid, rows * config.range_width + cols, config)
-    image_batch, point_uv, point_visible = _cameras(points, valid, images, rig, config)
-    return NetworkInputs(range_image, features, point_index, image_batch, point_uv, point_visible, valid)
+    range_image = _range_image(features, distance, valid, rows * config.range_width + cols, lidar, config)
+    cameras, image_batch, point_uv, point_visible = _cameras(points, valid, images, rig, config)
+    return NetworkInputs(
+        range_image, features, point_index, image_batch, point_uv, point_visible, valid, cameras
+    )
 
 
 def _point_features(
-    points: np.ndarray, intensity_column: int, config: PreprocessConfig
+    points: np.ndarray, intensity_column: int, lidar: LidarProfile, config: PreprocessConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 5) x, y, z, intensity, clipped range (zeros for invalid points); unclipped range; validity."""
+    """(N, 5) x, y, z, intensity / intensity_scale, clipped range (zeros for invalid points); unclipped
+    range; validity."""
     n = len(points)
     features = np.empty((n, len(POINT_FEATURES)), dtype=np.float32)
     features[:, :3] = points[:, :3]
-    features[:, 3] = points[:, intensity_column]
+    # A division, not a product with 1/scale: a 0..1 scan and the same scan in 0..255 (scale 255) give
+    # bit-identical features.
+    np.divide(points[:, intensity_column], np.float32(lidar.intensity_scale), out=features[:, 3])
     xyz = features[:, :3]
     squared = np.einsum("ij,ij->i", xyz, xyz)  # NaN propagates; inf overflows to inf (invalid below)
-    valid = np.isfinite(squared) & (squared > np.float32(config.min_range) ** 2)
+    valid = np.isfinite(squared) & (squared > np.float32(lidar.min_range) ** 2)
     if not valid.all():
         features[~valid] = 0
         squared[~valid] = 0
@@ -303,41 +301,58 @@ def _point_features(
 
 
 def _range_pixels(
-    points: np.ndarray, channels: tuple[str, ...], valid: np.ndarray, config: PreprocessConfig
+    points: np.ndarray,
+    channels: tuple[str, ...],
+    valid: np.ndarray,
+    lidar: LidarProfile,
+    config: PreprocessConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row and column (int64) of every point; invalid points are binned as if at the origin."""
-    h, w = config.range_height, config.range_width
+    h, w = lidar.beams, config.range_width
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
     if not valid.all():
         x, y, z = (np.where(valid, c, np.float32(0)) for c in (x, y, z))
     azimuth = np.arctan2(y, x)
     cols = np.floor((0.5 - azimuth * np.float32(0.5 / np.pi)) * np.float32(w)).astype(np.int64)
     np.clip(cols, 0, w - 1, out=cols)
-    if config.use_ring and "ring" in channels:
+    if "ring" in channels:
         ring = points[:, channels.index("ring")]
         bad = valid & ~((ring >= 0) & (ring < h))  # NaN rings included
         if bad.any():
             raise ValueError(
-                f"ring: values must lie in [0, range_height={h}), got {ring[bad].min()}..{ring[bad].max()} "
-                f"for {int(bad.sum())} points; set range_height to the beam count"
+                f"ring: values must lie in [0, lidar.beams={h}), got {ring[bad].min()}..{ring[bad].max()} "
+                f"for {int(bad.sum())} points; set the rig's lidar.beams (or lidar.sensor) to the scanner's"
             )
         if not valid.all():  # invalid points keep a usable ring, the others row 0 (clipped)
             ring = np.where(np.isfinite(ring), ring, np.float32(0))
-        rows = (h - 1) - np.floor(ring).astype(np.int64)
+        rows = np.floor(ring).astype(np.int64)
+        if lidar.ring_order == "bottom_up":
+            np.subtract(h - 1, rows, out=rows)
         np.clip(rows, 0, h - 1, out=rows)
+    elif lidar.elevations_deg:
+        # Nearest beam: rows are cut halfway between neighbouring beams' elevations (ascending here).
+        pitch = np.arctan2(z, np.hypot(x, y))
+        elevations = np.deg2rad(lidar.beam_elevations_deg()[::-1])
+        cuts = ((elevations[:-1] + elevations[1:]) / 2).astype(np.float32)
+        rows = (h - 1) - np.searchsorted(cuts, pitch).astype(np.int64)
     else:
         pitch = np.arctan2(z, np.hypot(x, y))
-        up, fov = np.deg2rad(config.fov_up_deg), np.deg2rad(config.fov_up_deg - config.fov_down_deg)
+        up, fov = np.deg2rad(lidar.fov_up_deg), np.deg2rad(lidar.fov_up_deg - lidar.fov_down_deg)
         rows = np.floor((np.float32(up) - pitch) * np.float32(h / fov)).astype(np.int64)
         np.clip(rows, 0, h - 1, out=rows)
     return rows, cols
 
 
 def _range_image(
-    features: np.ndarray, distance: np.ndarray, valid: np.ndarray, pixel: np.ndarray, config: PreprocessConfig
+    features: np.ndarray,
+    distance: np.ndarray,
+    valid: np.ndarray,
+    pixel: np.ndarray,
+    lidar: LidarProfile,
+    config: PreprocessConfig,
 ) -> np.ndarray:
     """(6, H, W) image of the nearest valid point per pixel (ties broken by the lower point index)."""
-    h, w = config.range_height, config.range_width
+    h, w = lidar.beams, config.range_width
     image = np.zeros((len(RANGE_CHANNELS), h * w), dtype=np.float32)
     index = np.flatnonzero(valid)
     if len(index) == 0:
@@ -422,52 +437,53 @@ def _cameras(
     images: Mapping[str, np.ndarray],
     rig: Rig,
     config: PreprocessConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resized normalised images (M, 3, h, w), point_uv (N, M, 2) and point_visible (N, M)."""
-    n, m = len(points), len(config.cameras)
-    h, w = config.image_height, config.image_width
-    batch = np.zeros((m, 3, h, w), dtype=np.float32)
-    point_uv = np.zeros((n, m, 2), dtype=np.float32)
-    point_visible = np.zeros((n, m), dtype=np.float32)
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """The cameras used (the rig's with an image, rig order), their resized normalised images (M, 3, h, w),
+    point_uv (N, M, 2) and point_visible (N, M)."""
     for camera in images:
         if camera not in rig.cameras:
             raise ValueError(f"images.{camera}: camera is not in the rig {rig.names}")
-    present = [c for c in config.cameras if c in images and c in rig.cameras]
+    present = tuple(c for c in rig.names if c in images)
+    n, m = len(points), len(present)
+    h, w = config.image_height, config.image_width
+    batch = np.empty((m, 3, h, w), dtype=np.float32)
+    point_uv = np.zeros((n, m, 2), dtype=np.float32)
+    point_visible = np.zeros((n, m), dtype=np.float32)
+    if not present:
+        return present, batch, point_uv, point_visible
     lut = (np.arange(256, dtype=np.float64)[None] / 255 - np.array(config.mean)[:, None]) / np.array(
         config.std
     )[:, None]
     lut = lut.astype(np.float32)
-    for camera in present:
+    for j, camera in enumerate(present):
         check_image(camera, images[camera], rig[camera].intrinsics)
         small = resize_image(images[camera], w, h)
-        out = batch[config.cameras.index(camera)]
-        for c in range(3):
-            np.take(lut[c], small[:, :, c], out=out[c])
-    if not present:
-        return batch, point_uv, point_visible
+        for c in range(3):  # uint8 indices are always in the 256-entry table: no bounds check ("wrap")
+            np.take(lut[c], small[:, :, c], out=batch[j, c], mode="wrap")
 
     subset = None if valid.all() else np.flatnonzero(valid)
     xyz = points[:, :3] if subset is None else points[subset, :3]
     projection = project_points(
         xyz,
-        rig.with_cameras([rig[c] for c in present]),
+        rig if m == len(rig) else rig.with_cameras([rig[c] for c in present]),
         min_depth=config.min_depth,
         occlusion_cell=config.occlusion_cell or None,
         occlusion_tolerance=config.occlusion_tolerance,
     )
-    for k, camera in enumerate(present):
-        j, intrinsics = config.cameras.index(camera), rig[camera].intrinsics
-        seen = np.flatnonzero(projection.mask[k])
-        uv = projection.uv[k, seen]
+    for j, camera in enumerate(present):
+        intrinsics = rig[camera].intrinsics
+        seen = np.flatnonzero(projection.mask[j])
+        uv = projection.uv[j, seen]
         target = seen if subset is None else subset[seen]
         point_uv[target, j, 0] = (uv[:, 0] + np.float32(0.5)) * np.float32(2 / intrinsics.width) - 1
         point_uv[target, j, 1] = (uv[:, 1] + np.float32(0.5)) * np.float32(2 / intrinsics.height) - 1
         point_visible[target, j] = 1
-    return batch, point_uv, point_visible
+    return present, batch, point_uv, point_visible
 
 
 def batch(inputs: Sequence[NetworkInputs]) -> dict[str, np.ndarray]:
-    """Collate frames for training (all prepared with the same config).
+    """Collate frames for training (all prepared with the same config, of rigs with the same beam count H
+    and camera count M: `NetworkInputs.shape_key`; a ValueError otherwise).
 
     range_image (B, 6, H, W); images (B*M, 3, h, w), frame b's cameras at rows b*M .. b*M+M-1;
     point_features (P, 5), point_uv (P, M, 2), point_visible (P, M), point_valid (P,) bool: the frames' points
@@ -476,6 +492,13 @@ def batch(inputs: Sequence[NetworkInputs]) -> dict[str, np.ndarray]:
     """
     if not inputs:
         raise ValueError("batch: no frames")
+    keys = [x.shape_key for x in inputs]
+    if len(set(keys)) > 1:
+        mixed = ", ".join(f"frame {b}: H={h} rows, M={m} cameras" for b, (h, m) in enumerate(keys))
+        raise ValueError(
+            f"batch: frames of one batch must share the range-image height H (beams) and the camera count M, "
+            f"got {mixed}; batch frames of each (H, M) apart"
+        )
     sizes = np.array([x.num_points for x in inputs], dtype=np.int64)
     frame = np.repeat(np.arange(len(inputs), dtype=np.int64), sizes)
     return {

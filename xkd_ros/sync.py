@@ -43,9 +43,7 @@ class SyncConfig:
     max_time_jump: float = 1.0
 
     def __post_init__(self) -> None:
-        cameras = tuple(self.cameras)
-        if not cameras:
-            raise ValueError("SyncConfig.cameras must name at least one camera")
+        cameras = tuple(self.cameras)  # none: a LiDAR-only rig, each scan ready as it arrives
         if any(not isinstance(name, str) or not name for name in cameras):
             raise ValueError(f"SyncConfig.cameras must be non-empty strings, got {cameras}")
         if len(set(cameras)) != len(cameras):

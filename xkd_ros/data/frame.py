@@ -21,9 +21,10 @@ class Frame:
         where time is seconds relative to `stamp`).
     labels: (N,) uint8 training ids of the class set `classes` (config/classes/<classes>.yaml), 255 = ignore.
     images: camera name -> RGB (H, W, 3) uint8, the size of that camera in `rig`.
-    rig: the static calibration. Where the poses are known, `compensated_rig()` folds in the ego motion
-        between the scan and each image; readers whose calibration already includes it (the mmdetection3d
-        nuScenes export) leave the poses out.
+    rig: the static calibration and the LiDAR's profile (rig.lidar: beams, ring order, intensity scale, min
+        range), which pre-processing follows. Where the poses are known, `compensated_rig()` folds in the
+        ego motion between the scan and each image; readers whose calibration already includes it (the
+        mmdetection3d nuScenes export) leave the poses out.
     pose: T_world_lidar at `stamp`; image_poses: T_world_lidar at each image's stamp. Stamps are seconds.
     """
 

@@ -6,6 +6,10 @@ The release keeps the static calibration (calibrated_sensor) apart from the ego 
 motion. `lidar2cam` in the mmdetection3d export already folds that motion in, so the rig `load_keyframe`
 builds projects its keyframe's points as it is. The tables are read as JSON here: nuscenes-devkit pins
 numpy < 2.
+
+Both put the LIDAR_TOP's profile (`LIDAR_PROFILE`) on their rigs: a Velodyne HDL-32E whose ring field
+counts from the lowest beam, intensity 0..255, and returns within 1 m (the ego vehicle's own body and
+no-return placeholders, dropped by the devkit with radius 1.0) taking no part.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ import numpy as np
 from xkd_ros.data.classes import load_class_set
 from xkd_ros.data.files import read_rgb, read_scan_bin
 from xkd_ros.data.frame import INTENSITY, RING, Frame
-from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, transform_from_quaternion
+from xkd_ros.geometry import (
+    CameraCalibration,
+    CameraIntrinsics,
+    LidarProfile,
+    Rig,
+    transform_from_quaternion,
+)
 from xkd_ros.geometry.transforms import invert_transform
 
 CHANNELS = ("x", "y", "z", INTENSITY, RING)
 CLASSES = "nuscenes"
 LIDAR = "LIDAR_TOP"
+LIDAR_PROFILE = LidarProfile.from_dict(
+    {"sensor": "velodyne_hdl32e", "intensity_scale": 255.0, "min_range": 1.0}
+)
 # The devkit's camera order (and config/nuscenes.rig.yaml's); other CAM_* channels follow, sorted.
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 
@@ -71,7 +84,7 @@ def load_keyframe(folder: str | Path, decode_images: bool = True) -> Frame:
     return Frame(
         points=points,
         channels=CHANNELS,
-        rig=Rig.from_cameras(cameras, lidar_frame=LIDAR),
+        rig=Rig.from_cameras(cameras, lidar_frame=LIDAR, lidar=LIDAR_PROFILE),
         images=images,
         stamp=float(sample["timestamp"]),
         image_stamps=image_stamps,
@@ -229,7 +242,7 @@ class NuScenesDataset(Sequence[Frame]):
         return Frame(
             points=points,
             channels=CHANNELS,
-            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR),
+            rig=Rig.from_cameras(cameras, lidar_frame=LIDAR, lidar=LIDAR_PROFILE),
             images=images,
             labels=labels,
             classes=CLASSES if labels is not None else None,

@@ -55,7 +55,13 @@ from xkd_ros.data.messages import (
     rgb_from_image,
     stamp_to_ns,
 )
-from xkd_ros.geometry import CalibrationError, Rig, invert_transform, transform_from_quaternion
+from xkd_ros.geometry import (
+    CalibrationError,
+    LidarProfile,
+    Rig,
+    invert_transform,
+    transform_from_quaternion,
+)
 from xkd_ros.geometry.transforms import quaternion_from_rotation
 from xkd_ros.msgs import rig_from_camera_infos
 
@@ -381,7 +387,10 @@ class RosbagDataset(Sequence[Frame]):
     PointCloud2 topic without a `label` field is the LiDAR, one with it the labels; Image and CompressedImage
     topics are the cameras, named by their namespace, with CameraInfo on <namespace>/camera_info.
     `camera_topics` maps camera names to image topics. Calibration: `rig` (a Rig or a YAML path), else
-    rig.yaml in the bag folder, else CameraInfo plus /tf_static. Labels are training ids of the class set
+    rig.yaml in the bag folder, else CameraInfo plus /tf_static. The LiDAR's profile (beams, ring order,
+    intensity scale, min range: xkd_ros.geometry.lidar) is that rig's (LidarProfile() for one built from
+    CameraInfo), unless `lidar` gives one (a LidarProfile, or a rig file's `lidar:` section such as
+    {"sensor": "ouster_os1_64"}). Labels are training ids of the class set
     `classes` (default: the sidecar's), read from the label cloud with the scan's stamp.
 
     The bag is indexed once (header stamps only); each item is read from the bag on access, opening it
@@ -397,6 +406,7 @@ class RosbagDataset(Sequence[Frame]):
         rig: Rig | str | Path | None = None,
         classes: str | None = None,
         max_image_offset: float = 0.1,
+        lidar: LidarProfile | Mapping[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         folder = self.path if self.path.is_dir() else self.path.parent
@@ -407,6 +417,8 @@ class RosbagDataset(Sequence[Frame]):
                 raise RosbagError(str(error)) from None
         elif isinstance(rig, (str, Path)):
             rig = Rig.load(rig)  # a file the caller named: its own errors name it
+        if lidar is not None and not isinstance(lidar, LidarProfile):
+            lidar = LidarProfile.from_dict(lidar, "lidar")  # the caller's: its errors name the key
         with _open_bag(self.path) as reader:  # any failure inside is a RosbagError naming the bag
             self._types = {connection.topic: connection.msgtype for connection in reader.connections}
             sidecar = _load_sidecar(folder / SIDECAR)
@@ -419,6 +431,8 @@ class RosbagDataset(Sequence[Frame]):
             self._check_labels()
             self.cameras = self._camera_topics(camera_topics, sidecar)
             self._index(reader, rig)
+        if lidar is not None:
+            self.rig = Rig(self.rig.cameras, self.rig.lidar_frame, lidar)
         self._pairs = {
             name: _nearest(self._image_stamps[name][:, 0], self._scans[:, 0], stamp_to_ns(max_image_offset))
             for name in self.cameras

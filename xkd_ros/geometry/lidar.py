@@ -47,7 +47,9 @@ LIDAR_KEYS = (
 # The beam layouts of common scanners as their ROS drivers publish them. For evenly spread beams the field of
 # view is given edge to edge (beam centres +- half a spacing), the convention of the range-image rows. The
 # HDL-64E's beams are not even (two laser blocks): its measured table would go in elevations_deg; its
-# RangeNet++ field of view is used here, which is what SemanticKITTI models are trained with.
+# RangeNet++ field of view is used here, which is what SemanticKITTI models are trained with. The OS1's field
+# of view depends on its generation: the presets are the 45-degree OS1 (Rev C/D); the first-generation OS1-64
+# (RELLIS-3D's) spans 33.2 degrees and overrides fov_up_deg/fov_down_deg (config/rellis3d.rig.yaml).
 SENSOR_PRESETS: dict[str, dict[str, Any]] = {
     "velodyne_vlp16": {"beams": 16, "fov_up_deg": 16.0, "fov_down_deg": -16.0, "min_range": 0.5},
     "velodyne_vlp32c": {"beams": 32, "fov_up_deg": 15.6, "fov_down_deg": -25.6, "min_range": 0.5},
@@ -185,11 +187,15 @@ class LidarProfile:
             values["intensity_scale"] = 255.0
         if "min_range" not in values:
             values["min_range"] = 0.0
-        elevations = values.get("elevations_deg")
-        if elevations and "fov_up_deg" not in data and "fov_down_deg" not in data:
+        if values.get("elevations_deg") and "fov_up_deg" not in data and "fov_down_deg" not in data:
             # a table alone: the field of view, used by nothing but logs and the table's check, spans it
-            values["fov_up_deg"] = float(max(elevations)) + 0.5
-            values["fov_down_deg"] = float(min(elevations)) - 0.5
+            try:
+                elevations = [float(value) for value in values["elevations_deg"]]
+            except (TypeError, ValueError):
+                elevations = []  # not a list of numbers: the profile's own check below names it
+            if elevations:
+                values["fov_up_deg"] = max(elevations) + 0.5
+                values["fov_down_deg"] = min(elevations) - 0.5
         try:
             return cls(**values)
         except CalibrationError as error:
@@ -217,8 +223,9 @@ def intensity_mismatch(intensity: np.ndarray, profile: LidarProfile) -> str:
     """A warning when observed intensities contradict `profile.intensity_scale`, else "".
 
     A 0..1 scanner (KITTI remission) set up as 0..255 feeds the network intensities 255 times too small, and
-    the other way round; both look like valid numbers, so the only evidence is the range of the values. The
-    99th percentile is compared, so a few saturated returns do not decide.
+    the other way round; both look like valid numbers, so the only evidence is the range of the values. Too
+    large a scale shows in the peak (a 0..1 scanner never reaches 1/50 of 255); too small a one in the 99th
+    percentile, so that a few glitched or saturated returns above a 0..1 scale do not decide.
     """
     values = np.asarray(intensity, dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -227,7 +234,7 @@ def intensity_mismatch(intensity: np.ndarray, profile: LidarProfile) -> str:
     high = float(np.percentile(values, 99))
     peak = float(values.max())
     scale = profile.intensity_scale
-    if peak > 1.5 * scale:
+    if high > 1.5 * scale:
         return (
             f"intensity reaches {peak:g} (99th percentile {high:g}), above lidar.intensity_scale {scale:g}: "
             "is the scanner's scale larger (0..255 for ROS Velodyne drivers)?"

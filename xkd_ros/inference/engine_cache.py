@@ -19,7 +19,8 @@ DEFAULT_CACHE_DIR = Path("~/.cache/xkd_ros/engines")
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything an engine depends on; `profile` is the (min, opt, max) point count it accepts."""
+    """Everything an engine depends on; `profile`, `cameras` and `rows` are the (min, opt, max) point count,
+    camera count and range-image rows of its optimization profile."""
 
     onnx_sha256: str
     tensorrt_version: str
@@ -27,17 +28,27 @@ class EngineKey:
     compute_capability: str
     precision: str
     profile: tuple[int, int, int]
+    cameras: tuple[int, int, int]
+    rows: tuple[int, int, int]
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
-        profile = tuple(int(p) for p in self.profile)
-        if len(profile) != 3 or not 1 <= profile[0] <= profile[1] <= profile[2]:
-            raise ValueError(f"profile: expected 1 <= min <= opt <= max points, got {self.profile}")
-        object.__setattr__(self, "profile", profile)
+        for name, lowest, what in (("profile", 1, "points"), ("cameras", 0, "cameras"), ("rows", 1, "rows")):
+            value = getattr(self, name)
+            try:
+                triple = tuple(int(v) for v in value)
+            except (TypeError, ValueError):
+                triple = ()
+            if len(triple) != 3 or not lowest <= triple[0] <= triple[1] <= triple[2]:
+                raise ValueError(f"{name}: expected {lowest} <= min <= opt <= max {what}, got {value}")
+            object.__setattr__(self, name, triple)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "profile": list(self.profile)}
+        return {
+            **asdict(self),
+            **{name: list(getattr(self, name)) for name in ("profile", "cameras", "rows")},
+        }
 
     def digest(self) -> str:
         """16 hex digits of the SHA-256 of the key's fields (sorted JSON): stable across runs and machines."""

@@ -1,10 +1,11 @@
 """TensorRT backend (TensorRT 10 Python API, torch.cuda for device memory and the stream).
 
-The engine is built from the exported ONNX model with one optimization profile over the point count N
-(min, opt, max), cached by `engine_cache` (ONNX hash, TensorRT version, GPU, precision, profile) and rebuilt
-when the cache does not match or cannot be deserialized. Input and output device buffers are allocated once
-for the max profile; each call copies the inputs host->device, runs `execute_async_v3` on a torch CUDA
-stream and copies the first N rows of each output back.
+The engine is built from the exported ONNX model with one optimization profile over its dynamic axes, each
+(min, opt, max): the point count N, the camera count M and the range-image rows H (`profile_shapes` maps
+them onto the inputs by the graph's axis names). It is cached by `engine_cache` (ONNX hash, TensorRT version,
+GPU, precision, the three ranges) and rebuilt when the cache does not match or cannot be deserialized. Input
+and output device buffers are allocated once for the max profile; each call copies the inputs host->device,
+runs `execute_async_v3` on a torch CUDA stream and copies the first N rows of each output back.
 
 `tensorrt` and `torch` are imported only when a backend or engine is made: without them this module still
 imports and raises BackendError saying what is missing. See docs/tensorrt.md (what has been verified where).
@@ -33,7 +34,16 @@ from xkd_ros.inference.engine_cache import (
 )
 
 DEFAULT_POINTS = (1000, 35000, 140000)
+# Every rig the Segmenter takes (0..pipeline.MAX_CAMERAS cameras, pipeline.RANGE_ROWS rows; a test keeps them
+# equal), tuned for the nuScenes car; a vehicle with one rig builds for exactly it (--cameras 1 1 1 --rows 64
+# 64 64).
+DEFAULT_CAMERAS = (0, 6, 8)
+DEFAULT_ROWS = (8, 32, 256)
 WORKSPACE_BYTES = 4 << 30
+# The dynamic axes of an exported graph (xkd_ros.preprocess.input_spec's names) and the option setting each.
+AXES = {"N": "points", "M": "cameras", "H": "rows"}
+
+Ranges = dict[str, tuple[int, int, int]]  # axis name -> (min, opt, max)
 
 
 def _tensorrt() -> Any:
@@ -59,13 +69,69 @@ def _torch_cuda(device: int) -> Any:
     return torch
 
 
-def _check_settings(precision: str, points: Iterable[int]) -> tuple[int, int, int]:
+def _check_settings(
+    precision: str, points: Iterable[int], cameras: Iterable[int], rows: Iterable[int]
+) -> Ranges:
+    """The profile's ranges by axis name, each checked: 1 <= min <= opt <= max (cameras may be 0)."""
     if precision not in PRECISIONS:
         raise BackendError(f"tensorrt backend: precision must be one of {PRECISIONS}, got {precision!r}")
-    points = tuple(int(p) for p in points)
-    if len(points) != 3 or not 1 <= points[0] <= points[1] <= points[2]:
-        raise BackendError(f"tensorrt backend: points must be 1 <= min <= opt <= max, got {points}")
-    return points  # type: ignore[return-value]
+    ranges = {}
+    for axis, values, lowest in (("N", points, 1), ("M", cameras, 0), ("H", rows, 1)):
+        triple = tuple(int(v) for v in values)
+        if len(triple) != 3 or not lowest <= triple[0] <= triple[1] <= triple[2]:
+            raise BackendError(
+                f"tensorrt backend: {AXES[axis]} must be {lowest} <= min <= opt <= max, got {triple}"
+            )
+        ranges[axis] = triple
+    return ranges
+
+
+def model_axes(onnx_path: str | Path) -> dict[str, tuple[int | str, ...]]:
+    """Each input's shape in the ONNX graph, a dynamic axis by its name ("N", "M", "H"); read with ONNX
+    Runtime (a runtime dependency), since TensorRT's parser keeps -1 for them, not their names."""
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for bad files
+        raise BackendError(f"{onnx_path}: cannot load: {error}") from None
+    return {i.name: tuple(i.shape) for i in session.get_inputs()}
+
+
+def profile_shapes(
+    axes: Mapping[str, tuple[int | str, ...]], ranges: Ranges
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) shape of every input: its dynamic axes at the ranges of their names, the rest fixed.
+    A dynamic axis the ranges do not name is a BackendError (a graph not made by xkd-export)."""
+    shapes = {}
+    for name, shape in axes.items():
+        unknown = [axis for axis in shape if isinstance(axis, str) and axis not in ranges]
+        if unknown:
+            raise BackendError(
+                f"tensorrt backend: input {name!r} {shape}: dynamic axis {unknown[0]!r} is none of "
+                f"{sorted(AXES)}"
+            )
+        shapes[name] = tuple(
+            tuple(ranges[axis][k] if isinstance(axis, str) else axis for axis in shape) for k in range(3)
+        )
+    return shapes  # type: ignore[return-value]
+
+
+def input_sizes(
+    axes: Mapping[str, tuple[int | str, ...]], inputs: Mapping[str, np.ndarray], model: str
+) -> dict[str, int]:
+    """The size of each dynamic axis in `inputs`; inputs that disagree on one are a BackendError."""
+    sizes: dict[str, set[int]] = {}
+    for name, shape in axes.items():
+        for axis, symbol in enumerate(shape):
+            if isinstance(symbol, str):
+                sizes.setdefault(symbol, set()).add(inputs[name].shape[axis])
+    for symbol, found in sizes.items():
+        if len(found) != 1:
+            raise BackendError(
+                f"{model}: inputs disagree on the number of {AXES.get(symbol, symbol)}: {sorted(found)}"
+            )
+    return {symbol: found.pop() for symbol, found in sizes.items()}
 
 
 def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
@@ -82,20 +148,22 @@ def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
     return table[dtype]
 
 
-def _point_shape(shape: tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
-    """`shape` with its dynamic (-1) first dimension set to `n` (no other dimension may be dynamic)."""
-    if any(d < 0 for d in shape[1:]):
-        raise BackendError(
-            f"tensorrt backend: input {name!r} {shape}: only the point dimension may be dynamic"
-        )
-    return (n, *shape[1:]) if shape and shape[0] < 0 else shape
-
-
-def _fit_points(inputs: Mapping[str, np.ndarray], dynamic: set[str], n: int) -> dict[str, np.ndarray]:
-    """The point inputs cropped, or repeated cyclically, to exactly `n` points (calibration runs at opt)."""
+def _fit_calibration(
+    inputs: Mapping[str, np.ndarray], axes: Mapping[str, tuple[int | str, ...]], ranges: Ranges
+) -> dict[str, np.ndarray]:
+    """A calibration frame at the opt shape (TensorRT calibrates there): its points cropped, or repeated
+    cyclically, to opt points; its cameras and range rows must already be opt (they cannot be made up)."""
+    sizes = input_sizes(axes, inputs, "calibration frame")
+    for axis in ("M", "H"):
+        if axis in sizes and sizes[axis] != ranges[axis][1]:
+            raise BackendError(
+                f"calibration frame: {sizes[axis]} {AXES[axis]}, the profile's opt is {ranges[axis][1]}: "
+                f"calibrate with frames of the rig the engine is tuned for, or set --{AXES[axis]} to theirs"
+            )
+    n = ranges["N"][1]
     out = {}
     for name, array in inputs.items():
-        if name in dynamic:
+        if axes.get(name, ("",))[:1] == ("N",):
             array = array[np.resize(np.arange(len(array)), n)] if len(array) else array
         out[name] = np.ascontiguousarray(array)
     return out
@@ -106,10 +174,9 @@ class _Calibrator:
 
     @staticmethod
     def create(trt: Any, torch: Any, network: Any, frames: Iterable[Mapping[str, np.ndarray]] | None,
-               opt_points: int, cache_file: Path, device: int) -> Any:  # fmt: skip
-        inputs = [network.get_input(i) for i in range(network.num_inputs)]
-        names = [t.name for t in inputs]
-        dynamic = {t.name for t in inputs if len(t.shape) and t.shape[0] < 0}
+               axes: Mapping[str, tuple[int | str, ...]], ranges: Ranges, cache_file: Path,
+               device: int) -> Any:  # fmt: skip
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
 
         class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:
@@ -127,7 +194,7 @@ class _Calibrator:
                 missing = [n for n in names if n not in frame]
                 if missing:
                     raise BackendError(f"calibration frame: inputs {missing} missing")
-                arrays = _fit_points(frame, dynamic, opt_points)
+                arrays = _fit_calibration(frame, axes, ranges)
                 self._held = [
                     torch.from_numpy(arrays[n]).to(f"cuda:{device}", non_blocking=False) for n in names_asked
                 ]
@@ -147,18 +214,24 @@ def build_engine(
     onnx_path: str | Path,
     precision: str = "fp16",
     points: Iterable[int] = DEFAULT_POINTS,
+    cameras: Iterable[int] = DEFAULT_CAMERAS,
+    rows: Iterable[int] = DEFAULT_ROWS,
     calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
     calibration_cache: Path | None = None,
     device: int = 0,
     workspace_bytes: int = WORKSPACE_BYTES,
 ) -> bytes:
-    """Parse the ONNX model and build a serialized engine with one profile over the point count.
+    """Parse the ONNX model and build a serialized engine with one profile over its dynamic axes (points,
+    cameras, range rows; `profile_shapes`).
 
-    int8 needs `calibration` (network input dicts; each is cropped or repeated to the opt point count) or an
-    existing `calibration_cache`; layers TensorRT does not quantize fall back to fp16.
+    int8 needs `calibration` (network input dicts at the opt camera count and rows; each is cropped or
+    repeated to the opt point count) or an existing `calibration_cache`; layers TensorRT does not quantize
+    fall back to fp16.
     """
-    points = _check_settings(precision, points)
+    ranges = _check_settings(precision, points, cameras, rows)
     trt = _tensorrt()
+    axes = model_axes(onnx_path)
+    shapes = profile_shapes(axes, ranges)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -170,9 +243,8 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shape = tuple(tensor.shape)
-        profile.set_shape(tensor.name, *(_point_shape(shape, n, tensor.name) for n in points))
+        name = network.get_input(i).name
+        profile.set_shape(name, *shapes[name])
     config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
@@ -186,16 +258,18 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.INT8)
         with warnings.catch_warnings():  # implicit (calibrated) quantization is deprecated since 10.1
             warnings.simplefilter("ignore", DeprecationWarning)
-            calibrator = _Calibrator.create(trt, torch, network, calibration, points[1], cache_file, device)
+            calibrator = _Calibrator.create(
+                trt, torch, network, calibration, axes, ranges, cache_file, device
+            )
             config.int8_calibrator = calibrator
             config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BackendError(f"{onnx_path}: TensorRT engine build failed ({precision}, points {points})")
+        raise BackendError(f"{onnx_path}: TensorRT engine build failed ({precision}, profile {ranges})")
     return bytes(serialized)
 
 
-def engine_key(onnx_path: Path, precision: str, points: tuple[int, int, int], device: int) -> EngineKey:
+def engine_key(onnx_path: Path, precision: str, ranges: Ranges, device: int) -> EngineKey:
     from xkd_ros.pipeline import sha256  # the digest model cards record
 
     trt, torch = _tensorrt(), _torch_cuda(device)
@@ -206,21 +280,23 @@ def engine_key(onnx_path: Path, precision: str, points: tuple[int, int, int], de
         gpu_name=torch.cuda.get_device_name(device),
         compute_capability=f"{major}.{minor}",
         precision=precision,
-        profile=points,
+        profile=ranges["N"],
+        cameras=ranges["M"],
+        rows=ranges["H"],
     )
 
 
 def load_or_build(
     onnx_path: Path,
     precision: str,
-    points: tuple[int, int, int],
+    ranges: Ranges,
     cache_dir: Path,
     calibration: Iterable[Mapping[str, np.ndarray]] | None,
     device: int,
 ) -> tuple[Any, Path]:
     """The deserialized engine for these settings: from the cache, else built now and stored."""
     trt = _tensorrt()
-    key = engine_key(onnx_path, precision, points, device)
+    key = engine_key(onnx_path, precision, ranges, device)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     cached = find_engine(cache_dir, key)
     if cached is not None:
@@ -231,7 +307,9 @@ def load_or_build(
         if engine is not None:
             return engine, cached
     calibration_cache = engine_path(cache_dir, key).with_suffix(".calib")
-    serialized = build_engine(onnx_path, precision, points, calibration, calibration_cache, device)
+    serialized = build_engine(
+        onnx_path, precision, ranges["N"], ranges["M"], ranges["H"], calibration, calibration_cache, device
+    )
     path = store_engine(cache_dir, key, serialized)
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
@@ -240,7 +318,8 @@ def load_or_build(
 
 
 class TensorRTBackend:
-    """A TensorRT engine for an exported .onnx model; inputs and outputs as OnnxRuntimeBackend."""
+    """A TensorRT engine for an exported .onnx model; inputs and outputs as OnnxRuntimeBackend. `points`,
+    `cameras` and `rows` are the (min, opt, max) of its optimization profile."""
 
     name = "tensorrt"
 
@@ -253,19 +332,28 @@ class TensorRTBackend:
         calibration_inputs: Iterable[Mapping[str, np.ndarray]] | None = None,
         device: int = 0,
         pinned: bool = True,
+        cameras: Iterable[int] = DEFAULT_CAMERAS,
+        rows: Iterable[int] = DEFAULT_ROWS,
     ) -> None:
-        self.points = _check_settings(precision, points)
+        self.ranges = _check_settings(precision, points, cameras, rows)
+        self.points = self.ranges["N"]
         self.precision = precision
         trt = _tensorrt()
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: no such ONNX model")
+        self.axes = model_axes(self.model_path)
+        if not any("N" in shape for shape in self.axes.values()):
+            raise BackendError(
+                f"{self.model_path}: no input has a dynamic point axis (N): not from xkd-export"
+            )
+        max_shapes = {name: shapes[2] for name, shapes in profile_shapes(self.axes, self.ranges).items()}
         torch = self._torch = _torch_cuda(device)
         self.device = torch.device("cuda", device)
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
         with torch.cuda.device(self.device):
             self.engine, self.engine_path = load_or_build(
-                self.model_path, precision, self.points, self.cache_dir, calibration_inputs, device
+                self.model_path, precision, self.ranges, self.cache_dir, calibration_inputs, device
             )
             self.context = self.engine.create_execution_context()
             self.stream = torch.cuda.Stream(self.device)
@@ -273,19 +361,14 @@ class TensorRTBackend:
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self.input_names = tuple(n for n in names if is_input[n])
         self.output_names = tuple(n for n in names if not is_input[n])
-        shapes = {n: tuple(self.engine.get_tensor_shape(n)) for n in self.input_names}
-        self._dynamic = {n for n, s in shapes.items() if len(s) and s[0] < 0}
-        if not self._dynamic:
-            raise BackendError(f"{self.model_path}: no input has a dynamic point dimension")
         dtypes = {n: _torch_dtype(trt, torch, self.engine.get_tensor_dtype(n)) for n in names}
         self._expected = {
-            n: (np.dtype(torch.empty(0, dtype=dtypes[n]).numpy().dtype), len(shapes[n]))
+            n: (np.dtype(torch.empty(0, dtype=dtypes[n]).numpy().dtype), len(self.axes[n]))
             for n in self.input_names
         }
         # one flat buffer per tensor, sized at the max profile; a call uses its first volume(shape) elements
-        max_shapes = {n: _point_shape(shapes[n], self.points[2], n) for n in self.input_names}
-        for n, shape in max_shapes.items():
-            self.context.set_input_shape(n, shape)
+        for n in self.input_names:
+            self.context.set_input_shape(n, max_shapes[n])
         for n in self.output_names:
             shape = tuple(self.context.get_tensor_shape(n))
             if any(d < 0 for d in shape):
@@ -293,25 +376,21 @@ class TensorRTBackend:
             max_shapes[n] = shape
         self._device_buffers, self._host_buffers = {}, {}
         for n in names:
-            size = int(np.prod(max_shapes[n]))
+            size = max(int(np.prod(max_shapes[n])), 1)  # an empty tensor (0 cameras) still needs an address
             self._device_buffers[n] = torch.empty(size, dtype=dtypes[n], device=self.device)
             self._host_buffers[n] = torch.empty(size, dtype=dtypes[n], pin_memory=pinned)
             self.context.set_tensor_address(n, self._device_buffers[n].data_ptr())
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(inputs, self._expected, str(self.model_path))
-        counts = {len(inputs[n]) for n in self._dynamic}
-        if len(counts) != 1:
-            raise BackendError(
-                f"{self.model_path}: point inputs disagree on the point count: {sorted(counts)}"
-            )
-        n_points = counts.pop()
-        low, _, high = self.points
-        if not low <= n_points <= high:
-            raise BackendError(
-                f"{self.engine_path}: {n_points} points is outside the engine profile [{low}, {high}] "
-                "(rebuild with --points)"
-            )
+        sizes = input_sizes(self.axes, inputs, str(self.model_path))
+        for axis, size in sizes.items():
+            low, _, high = self.ranges[axis]
+            if not low <= size <= high:
+                raise BackendError(
+                    f"{self.engine_path}: {size} {AXES[axis]} is outside the engine profile [{low}, {high}] "
+                    f"(rebuild with --{AXES[axis]})"
+                )
         torch = self._torch
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             for n in self.input_names:
@@ -362,6 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--points", type=int, nargs=3, default=DEFAULT_POINTS, metavar=("MIN", "OPT", "MAX"))
     parser.add_argument(
+        "--cameras", type=int, nargs=3, default=DEFAULT_CAMERAS, metavar=("MIN", "OPT", "MAX"),
+        help="cameras the engine takes (the rig's camera count; 0: LiDAR-only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--rows", type=int, nargs=3, default=DEFAULT_ROWS, metavar=("MIN", "OPT", "MAX"),
+        help="range-image rows the engine takes (the LiDAR's beam count)",
+    )  # fmt: skip
+    parser.add_argument(
         "--cache", type=Path, default=None, help=f"engine cache (default {DEFAULT_CACHE_DIR})"
     )
     parser.add_argument("--calibration-data", type=Path, default=None, help="int8: .npz inputs or keyframes")
@@ -375,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BackendError(f"{args.calibration_data}: no such calibration folder")
             calibration = calibration_frames(args.calibration_data, args.model, args.frames)
         backend = TensorRTBackend(
-            args.model, args.precision, args.points, args.cache, calibration, device=args.device
-        )
+            args.model, args.precision, args.points, args.cache, calibration, device=args.device,
+            cameras=args.cameras, rows=args.rows,
+        )  # fmt: skip
     except BackendError as error:
         print(f"xkd-build-engine: {error}", file=sys.stderr)
         return 2

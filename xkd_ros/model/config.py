@@ -9,9 +9,9 @@ from typing import Any
 FUSION_KINDS = ("gated", "attention")
 RANGE_CHANNELS = 6  # range, x, y, z, intensity, valid (xkd_ros.preprocess)
 POINT_CHANNELS = 5  # x, y, z, intensity, range
+_RETIRED = ("num_cameras",)  # read from old checkpoints, never written
 _POSITIVE_FIELDS = (
     "num_classes",
-    "num_cameras",
     "range_widths",
     "range_blocks",
     "point_width",
@@ -27,15 +27,16 @@ _POSITIVE_FIELDS = (
 class ModelConfig:
     """Widths and choices of the fusion network; the defaults fit a 2-core CPU budget.
 
-    Inputs are not rescaled here: the range and point branches start with a BatchNorm, so raw metres and
-    either intensity convention (0..255 or 0..1) train without per-dataset constants.
+    No field names or counts cameras: one image branch serves any number of them (0 to MAX_CAMERAS, the
+    rig's), so the same weights run on a six-camera car, a one-camera car and a LiDAR-only rig.
+    Inputs are not rescaled here: the range and point branches start with a BatchNorm, so raw metres train
+    without per-dataset constants (intensity arrives as about 0..1: preprocess divides the rig's scale out).
     A ResNet-18 compatible image encoder (for `ImageEncoder.load_pretrained`) is
     image_widths=(64, 64, 128, 256), image_blocks=(2, 2, 2), image_stem_kernel=7; ResNet-34 has
     image_blocks=(3, 4, 6).
     """
 
     num_classes: int = 20
-    num_cameras: int = 6
     use_images: bool = True  # False: the LiDAR-only baseline (same 3D branch and head, no image branch)
     # 3D branch: range-view CNN (stem width, then one width and (row, col) stride per stage) + point MLP
     range_widths: tuple[int, ...] = (24, 48, 96, 128)
@@ -77,7 +78,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        """From a checkpoint or YAML dict (lists become tuples); unknown keys are an error naming them."""
+        """From a checkpoint or YAML dict (lists become tuples); unknown keys are an error naming them.
+
+        `num_cameras`, which checkpoints made before rig-agnostic models record, is dropped: the weights never
+        depended on it (the one image branch is shared by every camera)."""
+        values = {key: value for key, value in values.items() if key not in _RETIRED}
         fields = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:

@@ -1,5 +1,5 @@
-"""The deployable graph: one frame in, a label and a confidence per point out, exported to ONNX with a
-dynamic number of points."""
+"""The deployable graph: one frame in, a label and a confidence per point out, exported to ONNX with three
+dynamic axes, so one file serves any rig: the points N, the cameras M and the range-image rows H."""
 
 from __future__ import annotations
 
@@ -13,8 +13,18 @@ from xkd_ros.model.network import FusionModel, LidarOnlyModel
 
 FUSION_INPUTS = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
 LIDAR_INPUTS = FUSION_INPUTS[:3]
-POINT_INPUTS = ("point_features", "point_index", "point_uv", "point_visible")  # first axis: the points
 ONNX_OPSET = 18
+# The graph's symbolic axes, named as xkd_ros.preprocess.input_spec names them: (input, axis) -> symbol.
+DYNAMIC_AXES = {
+    ("range_image", 1): "H",
+    ("point_features", 0): "N",
+    ("point_index", 0): "N",
+    ("images", 0): "M",
+    ("point_uv", 0): "N",
+    ("point_uv", 1): "M",
+    ("point_visible", 0): "N",
+    ("point_visible", 1): "M",
+}
 
 
 class SegmentationExport(nn.Module):
@@ -56,7 +66,7 @@ class SegmentationExport(nn.Module):
         inputs.update(images=images, point_uv=point_uv, point_visible=point_visible)
         outputs = self.model(inputs)
         fused_logits, lidar_logits = outputs["fused_logits"], outputs["lidar_logits"]
-        seen = point_visible.amax(dim=1, keepdim=True) > 0
+        seen = point_visible.sum(dim=1, keepdim=True) > 0  # not amax: no maximum over M = 0 cameras
         probabilities = torch.where(
             seen, torch.softmax(fused_logits, dim=1), torch.softmax(lidar_logits, dim=1)
         )
@@ -68,17 +78,31 @@ def export_onnx(
     model: FusionModel | LidarOnlyModel, inputs: dict[str, Tensor], path: str | Path, opset: int = ONNX_OPSET
 ) -> Path:
     """Write `model` (put in eval mode) as a single-file ONNX graph of SegmentationExport; `inputs` is one
-    example frame as xkd_ros.preprocess gives it. The number of points is a dynamic axis."""
+    example frame as xkd_ros.preprocess gives it, with at least 2 points, 2 cameras and 8 range rows.
+
+    N, M and H are dynamic (DYNAMIC_AXES). The tracer is told M >= 1 and H >= 8 (it would otherwise guard
+    the M = 0 branch of FusionModel away or specialise small sizes); the graph itself has no such branch
+    and runs at M = 0 too, as tested, which is how a LiDAR-only rig runs a fusion model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = SegmentationExport(model.eval()).eval()
     arguments = tuple(inputs[name] for name in wrapper.input_names)
-    points = torch.export.Dim("points", min=2)
-    dynamic_shapes = {name: ({0: points} if name in POINT_INPUTS else None) for name in wrapper.input_names}
+    dims = {
+        "N": torch.export.Dim("N", min=2),
+        "M": torch.export.Dim("M", min=1),
+        "H": torch.export.Dim("H", min=8),
+    }
+    dynamic_shapes = {
+        name: {
+            axis: dims[symbol] for (input_name, axis), symbol in DYNAMIC_AXES.items() if input_name == name
+        }
+        or None
+        for name in wrapper.input_names
+    }
     with torch.no_grad(), warnings.catch_warnings():
-        # the exporter's own noise (torch 2.13): one warning per input sharing the "points" axis, and a
-        # deprecation inside torch.export's pytree code
-        warnings.filterwarnings("ignore", message="# The axis name: points will not be used")
+        # the exporter's own noise (torch 2.13): one warning per input sharing an axis, and a deprecation
+        # inside torch.export's pytree code
+        warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
         warnings.filterwarnings(
             "ignore", message=".*isinstance\\(treespec, LeafSpec\\)", category=FutureWarning
         )

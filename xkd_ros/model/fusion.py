@@ -88,5 +88,6 @@ class ViewFusion(nn.Module):
     def forward(self, f3: Tensor, view_features: Tensor, point_visible: Tensor) -> Tensor:
         f2 = self.project(self.pool_views(f3, view_features, point_visible))
         gate = torch.sigmoid(self.gate(torch.cat([f3, f2], dim=1)))
-        seen = (point_visible.amax(dim=1, keepdim=True) > 0).to(f3.dtype)
+        # a sum, not amax: it is 0 over no views at all (M = 0), where a max has no value
+        seen = (point_visible.sum(dim=1, keepdim=True) > 0).to(f3.dtype)
         return f3 + seen * gate * f2

@@ -40,6 +40,11 @@ class LidarOnlyModel(nn.Module):
 class FusionModel(nn.Module):
     """Range-view 3D branch + multi-camera 2D branch, fused per point (xModel-KD).
 
+    Rig-agnostic: M = point_uv.shape[1] cameras a frame, any M from 0 (images has frames * M rows, each
+    frame's cameras in its rig's order), all through one shared image branch; and any range-image height
+    (the rig's beam count). With M = 0 the image branch does not run and the fused feature is f3, so the
+    fused head sees what it sees for a point no camera covers.
+
     forward(inputs) -> fused_logits, lidar_logits (N, K); with embeddings=True also point_embedding (N, E)
     and pixel_embedding (N, M, E), L2-normalised, for the cross-modal contrastive pretraining (only then, so
     the exported graph carries no projection heads).
@@ -60,10 +65,10 @@ class FusionModel(nn.Module):
         """Inputs as xkd_ros.preprocess names them; point_batch_sizes is needed when a batch has > 1 frame."""
         range_image, images, point_uv = inputs["range_image"], inputs["images"], inputs["point_uv"]
         frames, cameras = range_image.shape[0], point_uv.shape[1]
-        if cameras != self.config.num_cameras or images.shape[0] != frames * cameras:
+        if images.shape[0] != frames * cameras:
             raise ValueError(
-                f"images: {images.shape[0]} rows and point_uv {cameras} cameras for {frames} frames; "
-                f"the model takes {self.config.num_cameras} cameras a frame"
+                f"images: {images.shape[0]} rows for {frames} frames of {cameras} cameras (point_uv); "
+                f"expected {frames * cameras}"
             )
         frame_sizes = None
         if "point_batch_sizes" in inputs:
@@ -73,8 +78,12 @@ class FusionModel(nn.Module):
         elif frames != 1:
             raise ValueError(f"point_batch_sizes is needed to split the points of {frames} frames")
         f3 = self.range_branch(range_image, inputs["point_features"], inputs["point_index"])
-        view_features = sample_views(self.image_branch(images), point_uv, frame_sizes)
-        fused = self.fusion(f3, view_features, inputs["point_visible"])
+        if cameras == 0:  # a LiDAR-only rig, or no image arrived: nothing to sample, f3 is the fused feature
+            view_features = f3.new_zeros(len(f3), 0, self.config.image_feature_dim)
+            fused = f3
+        else:
+            view_features = sample_views(self.image_branch(images), point_uv, frame_sizes)
+            fused = self.fusion(f3, view_features, inputs["point_visible"])
         outputs = {"fused_logits": self.fused_head(fused), "lidar_logits": self.lidar_head(f3)}
         if embeddings:
             outputs["point_embedding"] = functional.normalize(self.point_projection(f3), dim=-1)

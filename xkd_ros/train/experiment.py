@@ -15,12 +15,20 @@ import yaml
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = "out/synth"  # anything xkd_ros.data.open_frames reads
+    """Where the frames come from. `root` is anything xkd_ros.data.open_frames reads, or a list of such: one
+    training over several rigs (sensors, cameras), train and val frames from each, every frame with its
+    own rig (the LiDAR profile and cameras pre-processing follows)."""
+
+    root: str | list[str] = field(default="out/synth", metadata={"or_list": True})
     train: dict[str, Any] = field(default_factory=lambda: {"split": "train"})  # open_frames options
     val: dict[str, Any] = field(default_factory=lambda: {"split": "val"})
     label_fraction: float = 1.0  # share of training frames whose labels fine-tuning may use
-    max_train_frames: int = 0  # 0: all
+    max_train_frames: int = 0  # per root; 0: all
     max_val_frames: int = 0
+
+    @property
+    def roots(self) -> list[str]:
+        return [self.root] if isinstance(self.root, str) else list(self.root)
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,14 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             fields[name].default_factory() if callable(fields[name].default_factory) else fields[name].default
         )
         key = f"{where}{name}"
-        if dataclasses.is_dataclass(default):
+        if fields[name].metadata.get("or_list") and isinstance(value, list):
+            # a list of values of the default's type, at least one
+            if not value or not all(isinstance(item, type(default)) for item in value):
+                raise ValueError(
+                    f"{key}: expected {type(default).__name__} or a non-empty list of them, got {value!r}"
+                )
+            built[name] = value
+        elif dataclasses.is_dataclass(default):
             built[name] = _build(type(default), value, f"{key}.")
         elif isinstance(default, bool | int | float | str) and not isinstance(value, type(default)):
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

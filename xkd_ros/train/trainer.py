@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +21,15 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
-from xkd_ros.data import load_class_set, open_frames
+from xkd_ros.data import Frame, load_class_set, open_frames
 from xkd_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.preprocess import PreprocessConfig
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
-from xkd_ros.train.data import PreparedFrames, collate, labelled_subset
+from xkd_ros.train.data import PreparedFrames, ShapeBatches, collate, labelled_subset
 from xkd_ros.train.experiment import ExperimentConfig
 from xkd_ros.train.losses import distillation_loss, info_nce, segmentation_loss
 
@@ -44,10 +44,14 @@ def _rank() -> int:
 
 def _endless(loader: DataLoader, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
     while True:
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
+
+
+def _first(frames: Sequence[Frame], count: int) -> Sequence[Frame]:
+    """The first `count` frames (all for 0), read lazily: a data set's frames are read when used."""
+    return Subset(frames, range(min(count, len(frames)))) if count else frames
 
 
 class Trainer:
@@ -60,26 +64,29 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # weights and sampling; numpy draws use seeded Generators
         self.preprocess = PreprocessConfig.from_dict(config.preprocess, "preprocess")
-        train_frames = open_frames(config.data.root, **config.data.train)
-        val_frames = open_frames(config.data.root, **config.data.val)
-        if config.data.max_train_frames:
-            train_frames = train_frames[: config.data.max_train_frames]
-        if config.data.max_val_frames:
-            val_frames = val_frames[: config.data.max_val_frames]
-        classes = {frame.classes for frame in (train_frames[0], val_frames[0])}
+        train_frames, val_frames, classes = [], [], set()
+        self.trained_on: list[dict[str, Any]] = []
+        for root in config.data.roots:
+            train = _first(open_frames(root, **config.data.train), config.data.max_train_frames)
+            val = _first(open_frames(root, **config.data.val), config.data.max_val_frames)
+            if not len(train) or not len(val):
+                raise ValueError(f"{root}: {len(train)} training and {len(val)} validation frames; need both")
+            train_frames.append(train)
+            val_frames.append(val)
+            classes |= {train[0].classes, val[0].classes}
+            rig = train[0].rig
+            self.trained_on.append({"root": root, "lidar": rig.lidar.to_dict(), "cameras": rig.names})
         if len(classes) != 1 or None in classes:
             raise ValueError(
-                f"{config.data.root}: train and val frames need labels of one class set, got {classes}"
+                f"{', '.join(config.data.roots)}: train and val frames need labels of one class set, "
+                f"got {classes}"
             )
         self.class_set = load_class_set(classes.pop())
-        labelled = labelled_subset(len(train_frames), config.data.label_fraction, config.seed)
-        self.train_data = PreparedFrames(train_frames, self.preprocess, labelled)
-        self.val_data = PreparedFrames(val_frames, self.preprocess)
-        model_values = {
-            **config.model,
-            "num_classes": self.class_set.num_classes,
-            "num_cameras": len(self.preprocess.cameras),
-        }
+        train_data = ConcatDataset(train_frames)
+        labelled = labelled_subset(len(train_data), config.data.label_fraction, config.seed)
+        self.train_data = PreparedFrames(train_data, self.preprocess, labelled)
+        self.val_data = PreparedFrames(ConcatDataset(val_frames), self.preprocess)
+        model_values = {**config.model, "num_classes": self.class_set.num_classes}
         self.model_config = ModelConfig.from_dict(model_values)
         self.model = build_model(self.model_config)
         self.network: nn.Module = self.model
@@ -105,15 +112,21 @@ class Trainer:
         )
 
     def _loader(self, stage: str) -> DataLoader:
+        """Seeded batches of frames that share a range-image height and camera count (several rigs)."""
         data = self.train_data
+        indices = range(len(data))
         if stage == "finetune":
-            data = torch.utils.data.Subset(data, np.flatnonzero(data.labelled).tolist())
-        generator = torch.Generator().manual_seed(self.config.seed + STAGES.index(stage))
-        sampler = DistributedSampler(data, seed=self.config.seed) if dist.is_initialized() else None
-        sampler = sampler or RandomSampler(data, generator=generator)
-        return DataLoader(
-            data, batch_size=self._stage_config(stage).batch_size, sampler=sampler, collate_fn=collate
+            indices = np.flatnonzero(data.labelled).tolist()
+            data = Subset(data, indices)
+        replicas = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+        sampler = ShapeBatches(
+            [self.train_data.shape_key(index) for index in indices],
+            self._stage_config(stage).batch_size,
+            seed=self.config.seed + STAGES.index(stage),
+            num_replicas=replicas[0],
+            rank=replicas[1],
         )
+        return DataLoader(data, batch_sampler=sampler, collate_fn=collate)
 
     def _class_weights(self) -> torch.Tensor | None:
         if self.config.finetune.class_weights == "none":
@@ -170,7 +183,7 @@ class Trainer:
             predictions = {"lidar": out["lidar_logits"].argmax(1).numpy()}
             if self.model_config.use_images:
                 predictions["fused"] = out["fused_logits"].argmax(1).numpy()
-                seen = batch["point_visible"].amax(1).numpy() > 0
+                seen = (batch["point_visible"] > 0).any(1).numpy()  # False for all where M = 0
                 predictions["deployed"] = np.where(seen, predictions["fused"], predictions["lidar"])
             for head, predicted in predictions.items():
                 confusion[head] += confusion_matrix(labels, predicted, k)
@@ -193,6 +206,7 @@ class Trainer:
             "experiment": self.config.to_dict(),
             "model_config": self.model_config.to_dict(),
             "preprocess": self.preprocess.to_dict(),
+            "trained_on": self.trained_on,
             "classes": self.class_set.name,
             "stage": self.stage,
             "step": self.step,
