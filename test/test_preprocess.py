@@ -204,26 +204,28 @@ def test_column_and_row_conventions():
 
 def test_point_uv_maps_back_to_the_projected_pixel(nuscenes_keyframe, keyframe_inputs):
     rig = nuscenes_keyframe.compensated_rig()
-    projection = project_points(nuscenes_keyframe.points, rig, min_depth=0.1, occlusion_cell=8)
+    valid = keyframe_inputs.point_valid  # beyond the rig's min_range: the points prepare projects
+    projection = project_points(nuscenes_keyframe.points[valid], rig, min_depth=0.1, occlusion="footprint")
     assert tuple(projection.cameras) == NUSCENES_CAMERAS
     for j, camera in enumerate(keyframe_inputs.cameras):
         k = projection.cameras.index(camera)
-        mask = projection.mask[k]
+        mask = np.zeros(len(valid), dtype=bool)
+        mask[valid] = projection.mask[k]
         np.testing.assert_array_equal(keyframe_inputs.point_visible[:, j], mask.astype(np.float32))
         intrinsics = rig[camera].intrinsics
         uv = denormalise(
             keyframe_inputs.point_uv[mask, j].astype(np.float64), intrinsics.width, intrinsics.height
         )
-        np.testing.assert_allclose(uv, projection.uv[k, mask], rtol=0, atol=1e-3)
+        np.testing.assert_allclose(uv, projection.uv[k, projection.mask[k]], rtol=0, atol=1e-3)
         # project_points counts u in [0, W) as inside; with pixel centres at integers the image ends at
         # W - 0.5, so the last half pixel maps just past 1.
         assert (np.abs(keyframe_inputs.point_uv[mask, j]) <= 1 + 1 / intrinsics.height).all()
         assert (keyframe_inputs.point_uv[~mask, j] == 0).all()
     # The occlusion test removes some points the plain projection counts as seen.
-    plain = project_points(nuscenes_keyframe.points, rig, min_depth=0.1)
+    plain = project_points(nuscenes_keyframe.points[valid], rig, min_depth=0.1)
     assert keyframe_inputs.point_visible.sum() < plain.mask.sum()
-    no_occlusion = prepare_frame(nuscenes_keyframe, PreprocessConfig(occlusion_cell=0))
-    np.testing.assert_array_equal(no_occlusion.point_visible, plain.mask.T.astype(np.float32))
+    no_occlusion = prepare_frame(nuscenes_keyframe, PreprocessConfig(occlusion="none"))
+    np.testing.assert_array_equal(no_occlusion.point_visible[valid], plain.mask.T.astype(np.float32))
 
 
 def test_point_uv_samples_the_resized_image_where_the_point_projects():
@@ -509,8 +511,9 @@ def test_synthetic_frame_with_motion_compensation():
     )
     assert inputs.cameras == tuple(frame.rig.names)
     assert inputs.point_visible.sum(axis=0).min() > 0  # every camera sees part of the street
-    projection = project_points(frame.points, frame.compensated_rig(), 0.1, 8)
-    np.testing.assert_array_equal(inputs.point_visible, projection.mask.T.astype(np.float32))
+    valid = inputs.point_valid
+    projection = project_points(frame.points[valid], frame.compensated_rig(), 0.1, occlusion="footprint")
+    np.testing.assert_array_equal(inputs.point_visible[valid], projection.mask.T.astype(np.float32))
 
 
 def test_an_empty_scan_gives_empty_point_arrays(nuscenes_keyframe):
@@ -648,7 +651,7 @@ def test_cameras_are_the_rigs_with_an_image_in_rig_order(given):
             points[:, :3],
             rig.with_cameras([rig[name]]),
             min_depth=CONFIG.min_depth,
-            occlusion_cell=CONFIG.occlusion_cell,
+            occlusion=CONFIG.occlusion,
             occlusion_tolerance=CONFIG.occlusion_tolerance,
         )
         np.testing.assert_array_equal(inputs.point_visible[:, j], alone.mask[0])

@@ -121,3 +121,99 @@ def test_nan_and_empty_clouds():
     empty = project_points(np.empty((0, 3), dtype=np.float32), one_camera_rig(), occlusion_cell=4)
     assert empty.uv.shape == (1, 0, 2)
     assert empty.counts() == {"cam": 0}
+
+
+def kitti_like_scan(obstacles=True):
+    """A LiDAR sweep (64 beams, -25..+2 degrees, 0.25 degrees apart) over flat ground 1.73 m below, a wall
+    at x = 20 m and, with `obstacles`, a post (radius 0.15 m, 5 m ahead); cast analytically: the true
+    surface points, and a LidarProfile that describes the sensor."""
+    from xkd_ros.geometry import LidarProfile
+
+    elevation = np.deg2rad(np.linspace(-25.0, 2.0, 64))
+    azimuth = np.deg2rad(np.arange(-180.0, 180.0, 0.25))
+    e, a = np.meshgrid(elevation, azimuth)
+    rays = np.stack([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)], axis=-1).reshape(-1, 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(rays[:, 2] < 0, -1.73 / rays[:, 2], np.inf)
+        t = np.minimum(t, np.where(rays[:, 0] > 0, 20.0 / rays[:, 0], np.inf))
+        if obstacles:
+            t = np.minimum(t, post_hit(np.zeros(3), rays))
+    keep = np.isfinite(t) & (t < 70)
+    spacing = 27.0 / 63
+    profile = LidarProfile(beams=64, fov_up_deg=2 + spacing / 2, fov_down_deg=-25 - spacing / 2)
+    return (rays[keep] * t[keep, None]).astype(np.float32), profile
+
+
+def post_hit(origin, rays, centre=(5.0, 0.0), radius=0.15, top=1.0):
+    """Distance along unit `rays` from `origin` to the vertical post (inf where they miss it)."""
+    dx, dy = origin[0] - centre[0], origin[1] - centre[1]
+    a = rays[:, 0] ** 2 + rays[:, 1] ** 2
+    b = 2 * (dx * rays[:, 0] + dy * rays[:, 1])
+    c = dx * dx + dy * dy - radius * radius
+    root = np.sqrt(np.maximum(b * b - 4 * a * c, 0))
+    t = (-b - root) / (2 * np.maximum(a, 1e-12))
+    height = origin[2] + t * rays[:, 2]
+    return np.where((b * b - 4 * a * c >= 0) & (t > 0) & (height <= top), t, np.inf)
+
+
+def forward_camera(position):
+    """A 1240 x 376 camera (focal length 718 px, KITTI's image_2) at `position` in the LiDAR frame, looking
+    along the LiDAR's x axis."""
+    R = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])  # LiDAR axes -> optical axes
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = -R @ np.asarray(position, dtype=np.float64)
+    intrinsics = CameraIntrinsics(width=1240, height=376, K=[[718.0, 0, 620], [0, 718.0, 188], [0, 0, 1]])
+    return CameraCalibration("image_2", intrinsics, T)
+
+
+def test_footprint_test_keeps_the_road_that_the_cell_test_drops():
+    # A KITTI-like car on an empty road: the camera sees every road point the LiDAR sees. The cell test
+    # compares each road point with nearer road in its 8 px cell and drops a third of them.
+    points, profile = kitti_like_scan(obstacles=False)
+    rig = Rig.from_cameras([forward_camera([0.27, 0.0, -0.08])], lidar=profile)
+    inside = project_points(points, rig).mask[0]
+    road = inside & (points[:, 2] < -1.7) & (np.hypot(points[:, 0], points[:, 1]) > 10)
+    assert road.sum() > 3000
+    footprint = project_points(points, rig, occlusion="footprint").mask[0]
+    cell = project_points(points, rig, occlusion_cell=8, occlusion_tolerance=0.5).mask[0]
+    assert np.count_nonzero(road & ~footprint) == 0
+    assert np.count_nonzero(road & ~cell) > 0.15 * road.sum()
+
+
+def test_footprint_test_hides_the_wall_behind_a_post():
+    # A camera 0.6 m to the left of the LiDAR sees the post in front of another strip of the wall than the
+    # LiDAR does: the wall points in that strip are hidden from it (truth: the camera's line of sight to
+    # them meets the post), the rest of the wall and the road stay.
+    points, profile = kitti_like_scan()
+    position = np.array([0.27, 0.6, -0.08])
+    rig = Rig.from_cameras([forward_camera(position)], lidar=profile)
+    inside = project_points(points, rig).mask[0]
+    offset = points.astype(np.float64) - position
+    length = np.linalg.norm(offset, axis=1)
+    hidden = inside & (post_hit(position, offset / length[:, None]) < length - 0.05)
+    visible = inside & ~hidden
+    assert hidden.sum() > 100
+    kept = project_points(points, rig, occlusion="footprint").mask[0]
+    assert np.count_nonzero(hidden & ~kept) >= 0.9 * hidden.sum()
+    assert np.count_nonzero(visible & kept) >= 0.995 * visible.sum()
+
+
+def test_footprint_test_on_one_ray_and_degenerate_clouds():
+    points = np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 5.3], [0.0, 0.0, 20.0], [2.0, 2.0, 5.0]], dtype=np.float32)
+    projection = project_points(points, one_camera_rig(), occlusion="footprint")
+    assert projection.mask[0].tolist() == [True, True, False, True]
+    nan = np.array([[np.nan, np.nan, np.nan], [0.0, 0.0, 5.0]], dtype=np.float32)
+    assert project_points(nan, one_camera_rig(), occlusion="footprint").mask[0].tolist() == [False, True]
+    empty = project_points(np.empty((0, 3), dtype=np.float32), one_camera_rig(), occlusion="footprint")
+    assert empty.counts() == {"cam": 0}
+    lidar_only = project_points(points, Rig.from_cameras([]), occlusion="footprint")
+    assert lidar_only.mask.shape == (0, 4)
+
+
+def test_occlusion_arguments_are_checked():
+    points = np.zeros((1, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="occlusion: expected one of"):
+        project_points(points, one_camera_rig(), occlusion="zbuffer")
+    with pytest.raises(ValueError, match="occlusion_cell: only the 'cell' occlusion test"):
+        project_points(points, one_camera_rig(), occlusion="footprint", occlusion_cell=8)

@@ -9,7 +9,9 @@ import yaml
 from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.synthetic import SyntheticDataset, SyntheticGenerator, build_scene, load_config
 from xkd_ros.data.synthetic.generator import generate, main
-from xkd_ros.data.synthetic.lidar import CHANNELS
+from xkd_ros.data.synthetic.lidar import CHANNELS, beam_elevations
+from xkd_ros.geometry import invert_transform, project_points
+from xkd_ros.paths import config_path
 
 SMALL = {  # quarter-size cameras, two-thirds of the firings: the same street at a fraction of the cost
     "camera": {"width": 240, "height": 135},
@@ -251,3 +253,91 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("camera: {width: wide}\n")
     with pytest.raises(ValueError, match=rf"{bad}: cameras\[0\].width: expected a whole number"):
         load_config(bad)
+    with pytest.raises(ValueError, match=r"lidar.intensity_scale: must be positive, got 0.0"):
+        load_config(overrides={"lidar": {"intensity_scale": 0}})
+
+
+def test_rig_carries_the_lidar_profile(config, written):
+    """The frames' rig describes the simulated scanner as a user would in a rig file: the beams, their
+    elevations (a field of view edge to edge, ring 0 the lowest), the intensity scale and the min range."""
+    profile = config.rig().lidar
+    assert (profile.beams, profile.ring_order, profile.intensity_scale, profile.min_range) == (
+        32,
+        "bottom_up",
+        255.0,
+        1.0,
+    )
+    # range-image row r holds ring beams-1-r (bottom_up): the profile's rows are the generator's beams
+    np.testing.assert_allclose(
+        profile.beam_elevations_deg()[::-1], np.degrees(beam_elevations(config.lidar)), atol=1e-9
+    )
+    assert profile.fov_up_deg - 10.67 == pytest.approx(41.34 / 31 / 2)
+    assert SyntheticDataset(written, "train").rig.lidar == profile  # rig.yaml keeps it
+
+
+@pytest.mark.parametrize(
+    ("file", "beams", "intensity_scale", "cameras"),
+    [
+        ("synthetic_kitti.yaml", 64, 1.0, ["image_2"]),
+        (
+            "synthetic_roof128.yaml",
+            128,
+            255.0,
+            ["front_bumper", "left_mirror", "rear_bumper", "right_mirror"],
+        ),
+    ],
+)
+def test_other_rigs(file, beams, intensity_scale, cameras):
+    config = load_config(config_path(file))
+    rig = config.rig()
+    assert rig.names == cameras
+    assert (rig.lidar.beams, rig.lidar.intensity_scale) == (beams, intensity_scale)
+    np.testing.assert_allclose(
+        rig.lidar.beam_elevations_deg()[::-1], np.degrees(beam_elevations(config.lidar)), atol=1e-9
+    )
+    centres = np.array([invert_transform(camera.T_cam_lidar)[:3, 3] for camera in rig])
+    if file == "synthetic_kitti.yaml":  # KITTI: image_2 0.27 m ahead of and 0.08 m below the Velodyne
+        np.testing.assert_allclose(centres, [[0.27, 0.0, -0.08]], atol=1e-12)
+    else:  # bumper cameras: low and far from the roof LiDAR
+        assert (centres[:, 2] <= -0.9).all()
+        assert (np.linalg.norm(centres[:, :2], axis=1) >= 1.0).all()
+    frame = SyntheticGenerator(config, SEED).sample("val", 0).frame
+    assert frame.rig.lidar == rig.lidar
+    assert frame.channel("ring").max() == beams - 1
+    intensity = frame.channel("intensity")
+    assert 0.5 * intensity_scale < intensity.max() <= intensity_scale
+
+
+def test_true_visibility(config, samples):
+    """A camera at the LiDAR of a car at a standstill sees every point that lands in its image (the LiDAR
+    saw them); on the moving car's rig, the points the truth calls hidden show another class in the image
+    far more often than the visible ones."""
+    still = load_config(
+        overrides={
+            **SMALL,
+            "ego": {"speed_mps": [0, 0], "weave_m": [0, 0]},
+            "cameras": [{"name": "CAM_AT_LIDAR", "yaw_deg": 30, "position": [0, 0, 0]}],
+        }
+    )
+    sample = SyntheticGenerator(still, SEED).sample("train", 0)
+    inside = project_points(sample.frame.xyz, sample.frame.compensated_rig()).mask
+    truth = sample.true_visibility()
+    assert inside.sum() > 2000
+    np.testing.assert_array_equal(truth, inside)
+
+    agree = {True: [], False: []}
+    for sample in samples[:3]:
+        frame = sample.frame
+        projection = project_points(frame.xyz, frame.compensated_rig())
+        truth = sample.true_visibility()
+        for i, camera in enumerate(frame.rig.names):
+            for seen in (True, False):
+                index = np.flatnonzero(projection.mask[i] & (truth[i] == seen))
+                u, v = np.rint(projection.uv[i, index]).astype(np.int64).T
+                classes = sample.class_images[camera]
+                u, v = np.clip(u, 0, classes.shape[1] - 1), np.clip(v, 0, classes.shape[0] - 1)
+                agree[seen].append(frame.labels[index] == classes[v, u])
+    hidden_points = np.concatenate(agree[False])
+    assert len(hidden_points) > 500
+    assert np.mean(np.concatenate(agree[True])) > 0.95
+    assert np.mean(hidden_points) < 0.5

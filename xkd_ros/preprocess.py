@@ -71,6 +71,7 @@ RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "valid")
 IMAGE_REDUCTIONS = (1, 2, 4, 8)
 POINT_FEATURES = ("x", "y", "z", "intensity", "range")
 INPUT_NAMES = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
+OCCLUSION_SETTINGS = ("footprint", "cell", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Pre-processing settings of earlier versions that describe the sensors, and where they live now: a config
@@ -115,8 +116,13 @@ class PreprocessConfig:
     range_width: range image columns (its height is the rig's beam count).
     image_width, image_height: every camera image is resized to this (both divisible by 8).
     min_depth: metres in front of a camera a point must be to count as seen.
-    occlusion_cell, occlusion_tolerance: occlusion test of `project_points` (cell in pixels of the ORIGINAL
-        image, 0 = off; tolerance in metres behind the nearest point of the cell).
+    occlusion: the occlusion test of `project_points`: "footprint" (the default: a point is hidden only
+        behind the surface patch of a nearer LiDAR sample, which keeps grazing road; docs/geometry.md has the
+        measurement), "cell" (the nearest point per occlusion_cell-pixel cell of the ORIGINAL image) or
+        "none".
+    occlusion_cell: cell size in pixels of the "cell" test.
+    occlusion_tolerance: metres a point may lie behind the occluding surface (footprint) or behind the
+        nearest point of its cell (cell) and still count as seen.
     max_range: metres at which the range feature is clipped (points beyond still get a prediction).
     mean, std: per-channel RGB normalisation of images scaled to 0..1.
     """
@@ -125,6 +131,7 @@ class PreprocessConfig:
     image_width: int = 240
     image_height: int = 136
     min_depth: float = 0.1
+    occlusion: str = "footprint"
     occlusion_cell: int = 8
     occlusion_tolerance: float = 0.5
     max_range: float = 70.0
@@ -152,6 +159,10 @@ class PreprocessConfig:
             object.__setattr__(self, name, int(value))
         if self.range_width == 0:
             raise ValueError("preprocess.range_width: must be positive")
+        if self.occlusion not in OCCLUSION_SETTINGS:
+            raise ValueError(
+                f"preprocess.occlusion: expected one of {OCCLUSION_SETTINGS}, got {self.occlusion!r}"
+            )
         for name in ("image_width", "image_height"):
             if getattr(self, name) == 0 or getattr(self, name) % 8:
                 raise ValueError(
@@ -467,8 +478,9 @@ def _cameras(
         xyz,
         rig if m == len(rig) else rig.with_cameras([rig[c] for c in present]),
         min_depth=config.min_depth,
-        occlusion_cell=config.occlusion_cell or None,
+        occlusion_cell=(config.occlusion_cell or None) if config.occlusion == "cell" else None,
         occlusion_tolerance=config.occlusion_tolerance,
+        occlusion=None if config.occlusion == "none" else config.occlusion,
     )
     for j, camera in enumerate(present):
         intrinsics = rig[camera].intrinsics

@@ -27,6 +27,7 @@ HORIZON = np.array([0.80, 0.86, 0.92], dtype=np.float32)
 ZENITH = np.array([0.30, 0.50, 0.85], dtype=np.float32)
 HAZE_DISTANCE_M = 450.0
 SHADOW_OFFSET_M = 0.03  # start shadow rays off the surface so that they do not hit it again
+SURFACE_TOLERANCE_M = 0.03  # a line of sight that ends this short of its point still reaches the point
 GLASS_TINT = np.array([0.07, 0.09, 0.11], dtype=np.float32)
 
 
@@ -310,6 +311,24 @@ def render(
         class_images.append(classes[start:stop].reshape(height, width))
         start = stop
     return images, class_images
+
+
+def line_of_sight(
+    scene: Scene, origin: np.ndarray, targets: np.ndarray, tolerance: float = SURFACE_TOLERANCE_M
+) -> np.ndarray:
+    """Whether a camera at world point `origin` (3,) sees each world point of `targets` (n, 3) on the scene's
+    surfaces: the first triangle on the ray towards it is no nearer than the point itself.
+
+    The targets are where LiDAR beams hit, without range noise, so the tolerance only has to cover float
+    rounding and the next triangle of a curved surface; a surface that really hides the point (a post in
+    front of a wall, a car in front of the road) lies decimetres or more before it.
+    """
+    offset = np.asarray(targets, dtype=np.float64) - origin
+    length = np.linalg.norm(offset, axis=1)
+    if not len(length):
+        return np.zeros(0, dtype=bool)
+    _, distance = scene.cast(np.asarray(origin, dtype=np.float64), offset / length[:, None])
+    return distance >= length - tolerance
 
 
 @cache

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, invert_transform
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, Rig, invert_transform
 from xkd_ros.paths import config_path
 
 Range = tuple[float, float]
@@ -24,6 +24,9 @@ LIDAR_FRAME = "lidar"
 
 @dataclass(frozen=True)
 class LidarConfig:
+    """The simulated scanner; `profile()` is what a user of such a scanner would put in the rig file."""
+
+    sensor: str
     beams: int
     elevation_deg: Range
     azimuth_steps: int
@@ -33,6 +36,7 @@ class LidarConfig:
     height_m: float
     min_range_m: float
     max_range_m: float
+    intensity_scale: float
     range_noise_m: float
     dropout: float
     weak_return: float
@@ -55,6 +59,22 @@ class LidarConfig:
             else (azimuth_deg - self.start_azimuth_deg)
         )
         return (turn % 360.0) / 360.0 * self.sweep_s
+
+    def profile(self) -> LidarProfile:
+        """The LiDAR's sensor profile: `elevation_deg` are beam centres, the profile's field of view runs
+        edge to edge (half a beam spacing beyond them), ring 0 is the lowest beam (bottom_up), intensity
+        0..`intensity_scale`, no returns nearer than `min_range_m`."""
+        low, high = self.elevation_deg
+        spacing = (high - low) / (self.beams - 1) if self.beams > 1 else 1.0
+        return LidarProfile(
+            beams=self.beams,
+            fov_up_deg=high + spacing / 2,
+            fov_down_deg=low - spacing / 2,
+            ring_order="bottom_up",
+            intensity_scale=self.intensity_scale,
+            min_range=self.min_range_m,
+            sensor=self.sensor,
+        )
 
 
 @dataclass(frozen=True)
@@ -149,8 +169,10 @@ class SyntheticConfig:
     scene: SceneConfig
 
     def rig(self) -> Rig:
-        """The static mounting calibration of the cameras against the LiDAR."""
-        return Rig.from_cameras([camera.calibration() for camera in self.cameras], LIDAR_FRAME)
+        """The static mounting calibration of the cameras against the LiDAR, with the LiDAR's profile."""
+        return Rig.from_cameras(
+            [camera.calibration() for camera in self.cameras], LIDAR_FRAME, self.lidar.profile()
+        )
 
     def as_dict(self) -> dict:
         data = {
@@ -264,6 +286,7 @@ def from_dict(data: dict, source: str = "config") -> SyntheticConfig:
         )
         if config.sequence.frames_per_scene < 1 or config.lidar.beams < 1 or config.lidar.azimuth_steps < 1:
             raise ValueError("frames_per_scene, beams and azimuth_steps must be positive")
+        config.lidar.profile()  # a CalibrationError (a ValueError) naming lidar.<key> if it cannot be one
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
     return config

@@ -22,15 +22,33 @@ from xkd_ros.data.synthetic import camera, lidar
 from xkd_ros.data.synthetic.config import SyntheticConfig, load_config
 from xkd_ros.data.synthetic.dataset import write_frame, write_rig, write_split
 from xkd_ros.data.synthetic.scene import CLASS_SET, Scene, build_scene
-from xkd_ros.geometry import Rig, project_points
+from xkd_ros.geometry import Rig, invert_transform, project_points
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SyntheticSample:
-    """A generated frame and what only the simulator knows: each camera's per-pixel class id (255: sky)."""
+    """A generated frame and what only the simulator knows: each camera's per-pixel class id (255: sky),
+    where each beam really hit (`surface`, world coordinates, (N, 3): the points without range noise) and
+    the scene, for the true visibility of each point from each camera."""
 
     frame: Frame
     class_images: dict[str, np.ndarray]
+    surface: np.ndarray
+    scene: Scene
+
+    def true_visibility(self, min_depth: float = 0.1) -> np.ndarray:
+        """(M, N) bool, cameras in rig order: the point lands in the camera's image (projected with the
+        motion-compensated rig, as `project_points` does, `min_depth` likewise) and the camera has a clear
+        line of sight to the surface the beam hit. The ground truth an occlusion test is measured against
+        (docs/geometry.md); it assumes deskewed points, the default."""
+        frame = self.frame
+        rig = frame.compensated_rig()
+        visible = project_points(frame.xyz, rig, min_depth).mask
+        for row, calibration in zip(visible, rig, strict=True):
+            centre = (frame.pose @ invert_transform(calibration.T_cam_lidar))[:3, 3]
+            index = np.flatnonzero(row)
+            row[index] = camera.line_of_sight(self.scene, centre, self.surface[index])
+        return visible
 
     def label_agreement(self, rig: Rig, occlusion_cell: int = 4, occlusion_tolerance: float = 0.3) -> float:
         """Share of the points the cameras see (occlusion-tested) whose label is the class of their pixel.
@@ -92,7 +110,7 @@ class SyntheticGenerator:
         scene = self.scene(split, scene_index)
         rng = np.random.default_rng([self.seed, split_key(split), scene_index, step + 1])
         stamp = step * self.config.sequence.frame_interval_s
-        points, labels = lidar.scan(scene, self.config.lidar, stamp, rng)
+        sweep = lidar.scan(scene, self.config.lidar, stamp, rng)
         image_stamps = {name: stamp + offset for name, offset in self.trigger_s.items()}
         image_poses = dict(
             zip(image_stamps, scene.trajectory.poses(list(image_stamps.values())), strict=True)
@@ -101,11 +119,11 @@ class SyntheticGenerator:
             scene, self.config.cameras, self.calibrations, list(image_poses.values()), rng
         )
         frame = Frame(
-            points=points,
+            points=sweep.points,
             channels=lidar.CHANNELS,
             rig=self.rig,
             images=dict(zip(self.rig.names, images, strict=True)),
-            labels=labels,
+            labels=sweep.labels,
             classes=CLASS_SET,
             stamp=stamp,
             image_stamps=image_stamps,
@@ -113,7 +131,8 @@ class SyntheticGenerator:
             image_poses=image_poses,
             name=f"{split}/{self.stem(index)}",
         )
-        return SyntheticSample(frame, dict(zip(self.rig.names, class_images, strict=True)))
+        class_images = dict(zip(self.rig.names, class_images, strict=True))
+        return SyntheticSample(frame, class_images, sweep.surface, scene)
 
 
 # --- the command line: one process generates whole frames; workers each keep their own generator -------

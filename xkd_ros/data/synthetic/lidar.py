@@ -9,6 +9,8 @@ them; without, each point stays in the sensor frame of its own firing, as a driv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from xkd_ros.data.frame import INTENSITY, RING, TIME
@@ -29,14 +31,23 @@ def firing_times(config: LidarConfig) -> np.ndarray:
     return np.arange(config.azimuth_steps) * (config.sweep_s / config.azimuth_steps)
 
 
-def scan(
-    scene: Scene, config: LidarConfig, stamp: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One sweep starting at `stamp` (seconds of the drive): points (N, 6) float32 with CHANNELS, labels (N,).
+@dataclass(frozen=True, eq=False)
+class Sweep:
+    """One sweep's points (N, 6) float32 with CHANNELS and labels (N,) uint8, and what only the simulator
+    knows: `surface` (N, 3) float64, where each beam really hit, in world coordinates (the point without its
+    range noise), from which the true visibility of each point from a camera is found."""
+
+    points: np.ndarray
+    labels: np.ndarray
+    surface: np.ndarray
+
+
+def scan(scene: Scene, config: LidarConfig, stamp: float, rng: np.random.Generator) -> Sweep:
+    """One sweep starting at `stamp` (seconds of the drive).
 
     Returns are lost beyond max range, below min range (the car's own body), at random (`dropout`) and
     where too little light comes back (dark or grazing surfaces far away). Range noise is along the beam.
-    Intensity (0-255) follows the material's reflectivity and the angle of incidence.
+    Intensity (0..intensity_scale) follows the material's reflectivity and the angle of incidence.
     """
     times = firing_times(config)
     azimuth = config.azimuth_at(times)[:, None]
@@ -76,9 +87,10 @@ def scan(
         xyz = (world - translation) @ rotation
     else:
         xyz = measured[:, None] * local.reshape(-1, 3)[index]
-    intensity = 255 * np.clip(
+    intensity = config.intensity_scale * np.clip(
         reflectivity[index] * (0.3 + 0.7 * cos_incidence[index]) * np.exp(0.1 * intensity_noise[index]), 0, 1
     )
     column, ring = np.divmod(index, config.beams)
     points = np.column_stack([xyz, intensity, ring, times[column]]).astype(np.float32)
-    return points, scene.face_class[face[index]]
+    surface = origins[index] + distance[index, None] * directions[index]
+    return Sweep(points, scene.face_class[face[index]], surface)
