@@ -110,7 +110,7 @@ def main() -> None:
     )
     results["project6_ms"] = median_ms(lambda: project_points(xyz, rig), args.repeat)
     results["project6_occlusion_ms"] = median_ms(
-        lambda: project_points(xyz, rig, occlusion_cell=8), args.repeat
+        lambda: project_points(xyz, rig, occlusion="footprint"), args.repeat
     )
     results["project6_plumb_bob_ms"] = median_ms(lambda: project_points(xyz, distorted), args.repeat)
 

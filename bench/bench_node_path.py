@@ -91,7 +91,7 @@ def main() -> None:
             args.repeat,
         )
         stages["projection_occlusion_ms"] = median_ms(
-            lambda points=points: project_points(points[:, :3], rig, occlusion_cell=config.occlusion_cell),
+            lambda points=points: project_points(points[:, :3], rig, occlusion=config.occlusion),
             args.repeat,
         )
         stages["preprocess_ms"] = median_ms(

@@ -48,7 +48,8 @@ def main() -> None:
     results["nuscenes_lidar_only_ms"] = median_ms(lambda: prepare_frame(lidar_only, config), args.repeat)
     rig = nuscenes.compensated_rig()
     results["nuscenes_project_occlusion_ms"] = median_ms(
-        lambda: project_points(nuscenes.points, rig, config.min_depth, config.occlusion_cell), args.repeat
+        lambda: project_points(nuscenes.points, rig, config.min_depth, occlusion=config.occlusion),
+        args.repeat,
     )
     width, height = config.image_width, config.image_height
     results["nuscenes_resize_6_images_ms"] = median_ms(

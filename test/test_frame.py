@@ -70,7 +70,7 @@ def test_class_sets_map_and_colour(rellis_frame):
 
 
 def test_render_frame_paints_class_colours_where_points_land(rellis_frame):
-    picture = render_frame(rellis_frame, tile_width=480, occlusion_cell=8)
+    picture = render_frame(rellis_frame, tile_width=480)
     assert picture.shape == (300, 480 + 300, 3)  # one 480x300 camera tile, then a square bird's-eye view
     bev = picture[:, 480:]
     grass_bgr = load_class_set("rellis3d").colors[load_class_set("rellis3d").index("grass")][::-1]

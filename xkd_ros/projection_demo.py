@@ -8,6 +8,7 @@ config/nuscenes.rig.yaml, projects the scan into every camera with the occlusion
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -33,7 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the PNG and summary")
     parser.add_argument(
-        "--occlusion-cell", type=int, default=8, help="occlusion test cell in pixels (0: off)"
+        "--occlusion",
+        choices=("footprint", "cell", "none"),
+        default="footprint",
+        help="occlusion test (docs/geometry.md); footprint is the pipeline's",
     )
     args = parser.parse_args(argv)
 
@@ -50,10 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     images = {name: bridge.compressed_imgmsg_to_cv2(msg, "rgb8") for name, msg in messages.images.items()}
     timings["decode_images_ms"] = (time.perf_counter() - start) * 1e3
 
-    extrinsics = {camera.name: camera.T_cam_lidar for camera in Rig.load(args.rig)}
-    rig = rig_from_camera_infos(messages.camera_infos, extrinsics, lidar_frame=messages.cloud.header.frame_id)
+    calibrated = Rig.load(args.rig)  # the extrinsics and the LiDAR profile; K and D come from CameraInfo
+    extrinsics = {camera.name: camera.T_cam_lidar for camera in calibrated}
+    from_infos = rig_from_camera_infos(
+        messages.camera_infos, extrinsics, lidar_frame=messages.cloud.header.frame_id
+    )
+    rig = dataclasses.replace(from_infos, lidar=calibrated.lidar)
     start = time.perf_counter()
-    projection = project_points(xyz, rig, min_depth=0.1, occlusion_cell=args.occlusion_cell or None)
+    occlusion = None if args.occlusion == "none" else args.occlusion
+    projection = project_points(xyz, rig, min_depth=0.1, occlusion=occlusion)
     timings["project_ms"] = (time.perf_counter() - start) * 1e3
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -86,15 +86,16 @@ def render_bev(
 
 
 def render_frame(
-    frame: Frame, rig: Rig | None = None, tile_width: int = 480, occlusion_cell: int = 8
+    frame: Frame, rig: Rig | None = None, tile_width: int = 480, occlusion: str | None = "footprint"
 ) -> np.ndarray:
     """The frame's cameras with projected points and, beside them, its bird's-eye view (BGR).
 
     Points are coloured by class when the frame has labels, else by depth (cameras) and height (BEV).
-    Projection uses `rig`, by default the motion-compensated rig of the frame.
+    Projection uses `rig`, by default the motion-compensated rig of the frame, and the occlusion test the
+    pipeline uses (`project_points`' occlusion: "footprint", "cell" or None for none).
     """
     rig = rig or frame.compensated_rig()
-    projection = project_points(frame.xyz, rig, occlusion_cell=occlusion_cell)
+    projection = project_points(frame.xyz, rig, occlusion=occlusion)
     if frame.labels is not None:
         colours = load_class_set(frame.classes).colorize(frame.labels)
         mosaic = render_cameras(frame.images, projection, colours, tile_width)
