@@ -209,7 +209,10 @@ def test_intensity_scale_contradicted_by_the_scans_is_said(ros_env, frame_messag
 @pytest.mark.dds
 @pytest.mark.timeout(180)
 def test_lidar_only_configuration_labels_every_point_and_says_so(ros_env, frame_messages):
-    with segment_node(*IN_PROCESS, "-p", "cameras:=[]", "-p", "sync.camera_offsets:=[]") as node:
+    # no parameter file: rcl lets a file's list win over an empty `-p cameras:=[]` (it cannot type [])
+    lidar_only = ("-p", "camera_transport:=compressed", "-p", "sync.timeout:=0.0", "-p", "cameras:=[]")
+    with segment_node(*lidar_only) as node:
+        assert node.cameras == ()
         _frame(node, frame_messages, 1)
         assert node.counts["scans labelled"] == 1
         values = node.diagnostic_values()

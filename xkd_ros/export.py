@@ -160,7 +160,8 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
     for root, split in splits.items():
         if split is not None:
             counts = " ".join(f"--{k} {len(v)}" for k, v in split["splits"].items())
-            commands.append(f"xkd-synth --out {root} {counts} --seed {split['seed']}")
+            overlay = f" --config {split['config_file']}" if split.get("config_file") else ""
+            commands.append(f"xkd-synth --out {root} {counts} --seed {split['seed']}{overlay}")
     fraction = data.get("label_fraction", 1.0)
     commands.append(
         f"xkd-train --config config/train/{experiment.get('name')}.yaml --out {Path(checkpoint).parent} "

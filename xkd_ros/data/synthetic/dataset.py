@@ -82,8 +82,11 @@ def write_frame(root: Path, split: str, stem: str, frame: Frame) -> None:
             raise OSError(f"{target}: could not write the image")
 
 
-def write_split(root: Path, config: object, seed: int, frames: dict[str, list[str]]) -> None:
-    """split.yaml: what a reader needs to trust the folder; `config` is the SyntheticConfig used."""
+def write_split(
+    root: Path, config: object, seed: int, frames: dict[str, list[str]], config_file: str | Path | None = None
+) -> None:
+    """split.yaml: what a reader needs to trust the folder; `config` is the SyntheticConfig used, loaded
+    from `config_file` (xkd-synth --config; None: config/synthetic.yaml alone)."""
     content = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -93,6 +96,8 @@ def write_split(root: Path, config: object, seed: int, frames: dict[str, list[st
         "splits": {split: list(stems) for split, stems in frames.items()},
         "config": config.as_dict(),
     }
+    if config_file is not None:
+        content["config_file"] = str(config_file)
     header = "# Synthetic camera-LiDAR data set written by xkd-synth (docs/synthetic.md).\n"
     (root / SPLIT_FILE).write_text(header + yaml.safe_dump(content, sort_keys=False, default_flow_style=None))
 

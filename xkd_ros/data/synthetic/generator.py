@@ -155,9 +155,15 @@ def _write_one(task: tuple[str, int]) -> str:
 
 
 def generate(
-    root: str | Path, config: SyntheticConfig, seed: int, counts: dict[str, int], workers: int = 1
+    root: str | Path,
+    config: SyntheticConfig,
+    seed: int,
+    counts: dict[str, int],
+    workers: int = 1,
+    config_file: str | Path | None = None,
 ) -> dict[str, list[str]]:
     """Write `counts[split]` frames of each split under `root`, then split.yaml; returns the frame stems.
+    `config_file`, the --config the config was loaded from, is recorded so the command can be retold.
 
     split.yaml comes last, so that an interrupted run leaves no data set that looks complete.
     """
@@ -180,7 +186,7 @@ def generate(
             for task in tasks:
                 frames[task[0]].append(_write_one(task))
                 progress.update()
-    write_split(root, config, seed, frames)
+    write_split(root, config, seed, frames, config_file)
     return frames
 
 
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("ask for at least one frame: --train N and/or --val M")
     config = load_config(args.config)
     counts = {split: count for split, count in (("train", args.train), ("val", args.val)) if count}
-    frames = generate(args.out, config, args.seed, counts, max(1, args.workers))
+    frames = generate(args.out, config, args.seed, counts, max(1, args.workers), args.config)
     summary = ", ".join(f"{len(stems)} {split}" for split, stems in frames.items())
     print(f"{args.out}: {summary} frames (seed {args.seed})")
     return 0
