@@ -169,7 +169,7 @@ def test_show_summarises_a_rig(tmp_path, capsys):
     assert code == 0
     assert out.splitlines() == [
         f"{tmp_path / 'lidar_only.yaml'}: LiDAR frame os_sensor: velodyne_hdl64e, 64 beams, 3..-25 deg, "
-        "ring bottom_up, intensity 0..1, min range 2.5 m",
+        "ring bottom_up, intensity 0..1, min range 2.5 m, 1.73 m above the ground",
         "no cameras: a LiDAR-only rig",
     ]
     run(capsys, "opencalib", INTRINSIC, EXTRINSIC, "--sensor", "velodyne_vlp32c", "-o", tmp_path / "o.yaml")

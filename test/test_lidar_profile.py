@@ -31,8 +31,11 @@ def test_every_preset_builds_and_describes_itself(sensor):
 
 def test_default_profile_is_the_nuscenes_hdl32e():
     """A rig built without a profile (Rig.from_cameras, a rig file without `lidar:`) keeps working as the
-    nuScenes car: HDL-32E, 0..255, ego returns within 1 m."""
-    assert LidarProfile() == LidarProfile.from_dict({"sensor": "velodyne_hdl32e"}, "x") == NUSCENES_LIDAR
+    nuScenes car: HDL-32E, 0..255, ego returns within 1 m, 1.84 m above the ground; a preset alone has no
+    mounting height (a vehicle's, not a sensor's)."""
+    preset = LidarProfile.from_dict({"sensor": "velodyne_hdl32e"}, "x")
+    assert preset.mount_height == 0.0
+    assert LidarProfile() == dataclasses.replace(preset, mount_height=1.84) == NUSCENES_LIDAR
     assert LidarProfile.from_dict(None) == LidarProfile()
     assert Rig.from_cameras([]).lidar == LidarProfile()
     assert Rig.from_dict({"cameras": {}}).lidar == LidarProfile()
@@ -80,6 +83,7 @@ def test_beam_elevations_of_an_even_spread_and_of_a_table():
         ({"sensor": "velodyne_vlp16", "ring_order": "up"}, r"lidar\.ring_order: expected one of"),
         ({"sensor": "velodyne_vlp16", "intensity_scale": 0}, r"lidar\.intensity_scale: must be positive"),
         ({"sensor": "velodyne_vlp16", "min_range": -1}, r"lidar\.min_range: must be >= 0"),
+        ({"sensor": "velodyne_vlp16", "mount_height": -1.8}, r"lidar\.mount_height: metres above the ground"),
         ({"sensor": "velodyne_vlp16", "fov_up_deg": -20}, r"lidar\.fov_up_deg: must exceed fov_down_deg"),
         ("velodyne_vlp16", r"lidar: expected a mapping, got str"),
     ],

@@ -247,9 +247,16 @@ def test_lidar_parameters_override_the_rig_profile():
     kitti = LidarProfile.from_dict({"sensor": "velodyne_hdl64e", "intensity_scale": 1.0})
     params = validate_parameters({})
     assert lidar_profile(kitti, params) == kitti  # defaults: the rig's
-    params = validate_parameters({"lidar.intensity_scale": 255.0, "lidar.min_range": 0.0})
+    params = validate_parameters(
+        {"lidar.intensity_scale": 255.0, "lidar.min_range": 0.0, "lidar.mount_height": 2.0}
+    )
     changed = lidar_profile(kitti, params)
-    assert (changed.intensity_scale, changed.min_range, changed.beams) == (255.0, 0.0, 64)
+    assert (changed.intensity_scale, changed.min_range, changed.beams, changed.mount_height) == (
+        255.0,
+        0.0,
+        64,
+        2.0,
+    )
     params = validate_parameters({"lidar.sensor": "ouster_os1_128"})
     ouster = lidar_profile(kitti, params)
     assert (ouster.beams, ouster.ring_order, ouster.intensity_scale) == (128, "top_down", 1.0)

@@ -92,7 +92,11 @@ def test_names_shapes_and_dtypes(nuscenes_keyframe, keyframe_inputs):
     assert 0 < (distance <= 1.0).sum() < len(distance) / 3
     valid = keyframe_inputs.point_valid
     features = keyframe_inputs.point_features
-    np.testing.assert_array_equal(features[valid, :3], nuscenes_keyframe.points[valid, :3])
+    np.testing.assert_array_equal(features[valid, :2], nuscenes_keyframe.points[valid, :2])
+    # z: height above the ground, the LIDAR_TOP 1.84 m above it
+    height = nuscenes_keyframe.rig.lidar.mount_height
+    assert height == pytest.approx(1.84)
+    np.testing.assert_array_equal(features[valid, 2], nuscenes_keyframe.points[valid, 2] + np.float32(height))
     np.testing.assert_array_equal(features[valid, 3], nuscenes_keyframe.points[valid, 3] / np.float32(255))
     assert 0.9 < features[valid, 3].max() <= 1
     np.testing.assert_allclose(features[valid, 4], np.minimum(distance[valid], CONFIG.max_range), rtol=1e-6)
@@ -114,7 +118,7 @@ def test_range_image_keeps_the_nearest_point_of_every_pixel(keyframe_inputs):
     assert (image[0, rows, cols] <= distance).all()
     # Reference z-buffer on the unclipped range: the nearest point of each pixel, ties to the lower index.
     pixel = rows * CONFIG.range_width + cols
-    xyz = inputs.point_features[valid, :3]
+    xyz = inputs.point_features[valid, :3] - [0, 0, np.float32(1.84)]  # back to the LiDAR frame
     exact = np.sqrt(np.einsum("ij,ij->i", xyz, xyz))
     order = np.lexsort((valid, exact, pixel))
     first = order[np.r_[True, np.diff(pixel[order]) != 0]]
@@ -661,3 +665,17 @@ def test_cameras_are_the_rigs_with_an_image_in_rig_order(given):
             inputs.images[j, 0], (grey - IMAGENET_MEAN[0]) / IMAGENET_STD[0], rtol=1e-5
         )
     assert batch([inputs, inputs])["images"].shape[0] == 2 * m
+
+
+def test_heights_are_above_the_ground_so_rigs_of_other_mounts_agree():
+    """The same street seen from a LiDAR 1.73 m and 2.0 m above it: the scan's z differ by 0.27 m, the
+    network's inputs do not (rows by ring, so binning does not depend on the height either)."""
+    ground = np.array([[5.0, 1.0, 0.0], [20.0, -3.0, 0.13], [8.0, 4.0, 1.2]], np.float32)  # road, curb, car
+    inputs = []
+    for height in (1.73, 2.0):
+        points = np.column_stack([ground - [0, 0, height], [10, 20, 30], [3, 5, 9]]).astype(np.float32)
+        rig = Rig.from_cameras([], lidar=LidarProfile(mount_height=height, min_range=0.0))
+        inputs.append(prepare(points, ("x", "y", "z", "intensity", "ring"), {}, rig, CONFIG))
+    np.testing.assert_allclose(inputs[0].point_features[:, 2], ground[:, 2], atol=1e-6)
+    np.testing.assert_allclose(inputs[0].point_features[:, 2], inputs[1].point_features[:, 2], atol=1e-6)
+    np.testing.assert_allclose(inputs[0].range_image[3], inputs[1].range_image[3], atol=1e-6)

@@ -269,8 +269,10 @@ def test_without_cameras_every_scan_is_ready_as_it_arrives():
     collector = Collector(SyncConfig(cameras=(), timeout=0.5))
     collector.add_scan(10.0, "scan", now=100.0)
     synced = collector.poll(100.0)
-    assert synced is not None and synced.scan == "scan"
-    assert synced.images == {} and synced.missing == ()
+    assert synced is not None
+    assert synced.scan == "scan"
+    assert synced.images == {}
+    assert synced.missing == ()
 
 
 def assert_every_scan_accounted_for(collector: Collector) -> None:

@@ -9,7 +9,7 @@ Sources:
 - kitti: a KITTI calib file of either layout (odometry calib.txt with Tr, or the object layout's
   calib/<frame>.txt with R0_rect and Tr_velo_to_cam, folded in as the readers do); one camera per --camera
   (P0..P3, named image_0..image_3); the image size from --image or --size. The LiDAR defaults to KITTI's
-  (velodyne_hdl64e, remission 0..1).
+  (velodyne_hdl64e, remission 0..1, 1.73 m above the ground: xkd_ros.data.semantickitti.KITTI_LIDAR).
 - ros: a camera_calibration (ROS cameracalibrator) YAML, ost.yaml: image_width, image_height, camera_name,
   camera_matrix, distortion_model, distortion_coefficients; plus --extrinsic, the 4x4 LiDAR-to-camera
   transform (T_cam_lidar; --invert when the file holds the camera's pose in the LiDAR frame).
@@ -17,10 +17,10 @@ Sources:
   img_dist_w, img_dist_h, cam_K, cam_dist as OpenCV reads it) and <lidar>-to-<camera>-extrinsic.json
   (param.sensor_calib, 4x4 LiDAR to camera).
 
-The LiDAR section comes from --sensor (a preset of xkd_ros.geometry.lidar), --intensity-scale and
---min-range; ros and opencalib need --sensor (a rig's beams and intensity scale are not in a camera
-calibration), unless --append adds the camera to an existing rig file and keeps its LiDAR. Errors name the
-file and the key, and exit with status 1.
+The LiDAR section comes from --sensor (a preset of xkd_ros.geometry.lidar), --intensity-scale,
+--min-range and --mount-height (metres above the ground); ros and opencalib need --sensor (a rig's beams
+and intensity scale are not in a camera calibration), unless --append adds the camera to an existing rig
+file and keeps its LiDAR. Errors name the file and the key, and exit with status 1.
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ import cv2
 import numpy as np
 import yaml
 
+from xkd_ros.data.semantickitti import KITTI_LIDAR
 from xkd_ros.geometry import SENSOR_PRESETS, CalibrationError, CameraCalibration, CameraIntrinsics, Rig
 from xkd_ros.geometry.camera import as_matrix
 from xkd_ros.geometry.lidar import LidarProfile
 from xkd_ros.geometry.transforms import invert_transform
-
-KITTI_LIDAR = {"sensor": "velodyne_hdl64e", "intensity_scale": 1.0}
 
 
 def _load(path: Path) -> Any:
@@ -203,12 +202,13 @@ def _single_entry(data: object, path: Path) -> Mapping:
 
 def lidar_profile(args: argparse.Namespace, base: LidarProfile | dict | None) -> LidarProfile:
     """The LiDAR section: --sensor (a preset) or `base` (a profile kept, or a reader's defaults), then
-    --intensity-scale and --min-range over it."""
-    overrides = {
-        key: value
-        for key, value in (("intensity_scale", args.intensity_scale), ("min_range", args.min_range))
-        if value is not None
-    }
+    --intensity-scale, --min-range and --mount-height over it."""
+    given = (
+        ("intensity_scale", args.intensity_scale),
+        ("min_range", args.min_range),
+        ("mount_height", args.mount_height),
+    )
+    overrides = {key: value for key, value in given if value is not None}
     if args.sensor:
         return LidarProfile.from_dict({"sensor": args.sensor, **overrides})
     if isinstance(base, LidarProfile):
@@ -319,6 +319,7 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--sensor", choices=list(SENSOR_PRESETS), help="the LiDAR's preset")
         command.add_argument("--intensity-scale", type=float, help="a full-strength return (255, 1.0)")
         command.add_argument("--min-range", type=float, help="metres; nearer returns are the ego vehicle")
+        command.add_argument("--mount-height", type=float, help="metres of the LiDAR above the ground")
         command.add_argument("--lidar-frame", help="frame_id of the PointCloud2")
     show = commands.add_parser("show", help="summarise a rig file")
     show.add_argument("rig", type=Path)

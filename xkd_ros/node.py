@@ -163,6 +163,12 @@ class SegmentNode(Node):
         self.rig = dataclasses.replace(
             rig.with_cameras([rig[camera] for camera in self.cameras]), lidar=lidar_profile(rig.lidar, p)
         )
+        if not self.rig.lidar.mount_height:
+            self.get_logger().warning(
+                f"rig {str(rig_path)!r}: lidar.mount_height is not set: the network reads heights above the "
+                "ground and will take them from the LiDAR (road may pass for sidewalk); set it in the rig "
+                "file's lidar section or with the parameter lidar.mount_height"
+            )
         try:
             self.rig_summary = self.segmenter.check_rig(self.rig)
         except ValueError as error:

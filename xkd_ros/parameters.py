@@ -259,11 +259,14 @@ def select_cameras(cameras: Sequence[str], rig_cameras: Sequence[str], rig_path:
 def lidar_profile(rig_profile: LidarProfile, params: Mapping[str, Any]) -> LidarProfile:
     """The rig's LiDAR profile with the `lidar.*` parameters applied: `lidar.sensor` replaces it by a preset
     (keeping the rig's intensity scale), then beams (an even spread over the field of view), intensity_scale
-    and min_range override it where set ("" / 0 / 0 / -1 = the rig's)."""
+    min_range and mount_height override it where set ("" / 0 / 0 / -1 / -1 = the rig's). A preset keeps the
+    rig's mount_height too: a sensor swap does not move it."""
     profile = rig_profile
     if params["lidar.sensor"]:
         preset = LidarProfile.from_dict({"sensor": params["lidar.sensor"]})
-        profile = dataclasses.replace(preset, intensity_scale=rig_profile.intensity_scale)
+        profile = dataclasses.replace(
+            preset, intensity_scale=rig_profile.intensity_scale, mount_height=rig_profile.mount_height
+        )
     changes: dict[str, Any] = {}
     if params["lidar.beams"]:
         changes.update(beams=int(params["lidar.beams"]), elevations_deg=())
@@ -271,6 +274,8 @@ def lidar_profile(rig_profile: LidarProfile, params: Mapping[str, Any]) -> Lidar
         changes["intensity_scale"] = float(params["lidar.intensity_scale"])
     if params["lidar.min_range"] >= 0:
         changes["min_range"] = float(params["lidar.min_range"])
+    if params["lidar.mount_height"] >= 0:
+        changes["mount_height"] = float(params["lidar.mount_height"])
     try:
         return dataclasses.replace(profile, **changes) if changes else profile
     except ValueError as error:

@@ -31,7 +31,9 @@ than min_range) keep their place in every per-point array so predictions stay al
 get zero features, no visibility and take no part in the range image.
 
 Units: range, x, y and z are raw metres (the network normalises internally); the range feature (range_image
-channel 0 and point_features column 4) is clipped to `max_range`, x, y, z are not. Intensity is divided by
+channel 0 and point_features column 4) is clipped to `max_range`, x, y, z are not. z is the height above
+the ground, z + `rig.lidar.mount_height` (the LiDAR frame's z otherwise), so rigs that mount their LiDAR at
+different heights show the network the same road. Intensity is divided by
 `rig.lidar.intensity_scale` (the value of a full-strength return: 255 for ROS Velodyne drivers, 1 for KITTI's
 remission), so every sensor feeds the network about 0..1; a non-finite intensity becomes 0.
 
@@ -290,17 +292,18 @@ def prepare(
 def _point_features(
     points: np.ndarray, intensity_column: int, lidar: LidarProfile, config: PreprocessConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 5) x, y, z, intensity / intensity_scale, clipped range (zeros for invalid points); unclipped
-    range; validity."""
+    """(N, 5) x, y, z + mount_height (height above the ground), intensity / intensity_scale, clipped range
+    (zeros for invalid points); unclipped range; validity."""
     n = len(points)
     features = np.empty((n, len(POINT_FEATURES)), dtype=np.float32)
     features[:, :3] = points[:, :3]
+    squared = np.einsum("ij,ij->i", features[:, :3], features[:, :3])  # NaN propagates; inf overflows to inf
     # A division, not a product with 1/scale: a 0..1 scan and the same scan in 0..255 (scale 255) give
     # bit-identical features.
     np.divide(points[:, intensity_column], np.float32(lidar.intensity_scale), out=features[:, 3])
-    xyz = features[:, :3]
-    squared = np.einsum("ij,ij->i", xyz, xyz)  # NaN propagates; inf overflows to inf (invalid below)
     valid = np.isfinite(squared) & (squared > np.float32(lidar.min_range) ** 2)
+    if lidar.mount_height:
+        features[:, 2] += np.float32(lidar.mount_height)
     if not valid.all():
         features[~valid] = 0
         squared[~valid] = 0

@@ -39,7 +39,8 @@ CHANNELS = ("x", "y", "z", INTENSITY, RING)
 CLASSES = "nuscenes"
 LIDAR = "LIDAR_TOP"
 LIDAR_PROFILE = LidarProfile.from_dict(
-    {"sensor": "velodyne_hdl32e", "intensity_scale": 255.0, "min_range": 1.0}
+    # mount_height: LIDAR_TOP's calibrated_sensor z in the ego frame (1.84 m above the ground)
+    {"sensor": "velodyne_hdl32e", "intensity_scale": 255.0, "min_range": 1.0, "mount_height": 1.84}
 )
 # The devkit's camera order (and config/nuscenes.rig.yaml's); other CAM_* channels follow, sorted.
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")

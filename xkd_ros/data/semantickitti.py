@@ -29,7 +29,10 @@ from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, 
 CHANNELS = ("x", "y", "z", INTENSITY)  # KITTI's remission
 CLASSES = "semantickitti"
 LIDAR_FRAME = "velodyne"
-KITTI_LIDAR = LidarProfile.from_dict({"sensor": "velodyne_hdl64e", "intensity_scale": 1.0})
+# KITTI's sensor setup puts the Velodyne 1.73 m above the ground
+KITTI_LIDAR = LidarProfile.from_dict(
+    {"sensor": "velodyne_hdl64e", "intensity_scale": 1.0, "mount_height": 1.73}
+)
 RECTIFICATION = "R0_rect"  # the one 3x3 entry of a KITTI calib file; every other entry is 3x4
 
 

@@ -8,7 +8,11 @@ is stated here and applied by xkd_ros.preprocess:
   `ring` field counts (`ring_order`);
 - the scale of its intensity (`intensity_scale`: the value of a full-strength return; ROS Velodyne drivers
   publish 0..255, KITTI's remission is 0..1), divided out so the network sees one scale;
-- the radius of its ego returns (`min_range`: returns off the vehicle's own body, labelled IGNORE).
+- the radius of its ego returns (`min_range`: returns off the vehicle's own body, labelled IGNORE);
+- its height above the ground (`mount_height`, the z of the LiDAR in a base frame on the ground, as
+  Autoware's base_link): the network sees heights above the ground, so a road looks the same from a car's
+  1.73 m and a van's 2.0 m (read as heights below the LiDAR, a road seen from 2.0 m lies where a 16 cm
+  higher sidewalk lies seen from 1.84 m: docs/results.md measured the confusion).
 
 Rig file section (config/<rig>.rig.yaml)::
 
@@ -16,6 +20,7 @@ Rig file section (config/<rig>.rig.yaml)::
       sensor: velodyne_hdl64e   # a preset from SENSOR_PRESETS; the keys below override it
       intensity_scale: 1.0      # KITTI's remission (the ROS driver would publish 0..255)
       min_range: 2.5
+      mount_height: 1.73        # metres above the ground (0: unknown, heights stay relative to the LiDAR)
 
 Without a `lidar` section a rig gets `LidarProfile()`: the nuScenes HDL-32E as the ROS driver publishes it.
 """
@@ -43,6 +48,7 @@ LIDAR_KEYS = (
     "ring_order",
     "intensity_scale",
     "min_range",
+    "mount_height",
 )
 # The beam layouts of common scanners as their ROS drivers publish them. For evenly spread beams the field of
 # view is given edge to edge (beam centres +- half a spacing), the convention of the range-image rows. The
@@ -87,6 +93,8 @@ class LidarProfile:
     intensity_scale: the intensity of a full-strength return (255 or 1.0, ...); the network sees
         intensity / intensity_scale.
     min_range: metres; nearer returns are the ego vehicle's own body and take no part (label IGNORE).
+    mount_height: metres of the LiDAR above the ground (a vehicle's, not a sensor's: no preset has one);
+        the network sees z + mount_height. 0: unknown (the node warns: heights stay relative to the LiDAR).
     sensor: the preset the profile came from ("" for none), for logs.
     """
 
@@ -98,12 +106,13 @@ class LidarProfile:
     intensity_scale: float = 255.0
     min_range: float = 1.0
     sensor: str = "velodyne_hdl32e"
+    mount_height: float = 1.84  # nuScenes' LIDAR_TOP
 
     def __post_init__(self) -> None:
         if not isinstance(self.beams, int | np.integer) or isinstance(self.beams, bool) or self.beams < 1:
             raise CalibrationError(f"lidar.beams: expected a whole number >= 1, got {self.beams!r}")
         object.__setattr__(self, "beams", int(self.beams))
-        for name in ("fov_up_deg", "fov_down_deg", "intensity_scale", "min_range"):
+        for name in ("fov_up_deg", "fov_down_deg", "intensity_scale", "min_range", "mount_height"):
             value = getattr(self, name)
             if (
                 not isinstance(value, int | float | np.number)
@@ -125,6 +134,10 @@ class LidarProfile:
             raise CalibrationError(f"lidar.intensity_scale: must be positive, got {self.intensity_scale}")
         if not self.min_range >= 0:
             raise CalibrationError(f"lidar.min_range: must be >= 0, got {self.min_range}")
+        if not 0 <= self.mount_height <= 10:
+            raise CalibrationError(
+                f"lidar.mount_height: metres above the ground in 0..10, got {self.mount_height}"
+            )
         if self.ring_order not in RING_ORDERS:
             raise CalibrationError(
                 f"lidar.ring_order: expected one of {RING_ORDERS}, got {self.ring_order!r}"
@@ -187,6 +200,8 @@ class LidarProfile:
             values["intensity_scale"] = 255.0
         if "min_range" not in values:
             values["min_range"] = 0.0
+        if "mount_height" not in values:
+            values["mount_height"] = 0.0
         if values.get("elevations_deg") and "fov_up_deg" not in data and "fov_down_deg" not in data:
             # a table alone: the field of view, used by nothing but logs and the table's check, spans it
             try:
@@ -215,7 +230,8 @@ class LidarProfile:
         name = f"{self.sensor}, " if self.sensor else ""
         return (
             f"{name}{self.beams} beams, {layout}, ring {self.ring_order}, "
-            f"intensity 0..{self.intensity_scale:g}, min range {self.min_range:g} m"
+            f"intensity 0..{self.intensity_scale:g}, min range {self.min_range:g} m, "
+            + (f"{self.mount_height:g} m above the ground" if self.mount_height else "mount height unknown")
         )
 
 

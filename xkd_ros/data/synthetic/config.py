@@ -74,6 +74,7 @@ class LidarConfig:
             intensity_scale=self.intensity_scale,
             min_range=self.min_range_m,
             sensor=self.sensor,
+            mount_height=self.height_m,
         )
 
 
