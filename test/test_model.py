@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tiny_model import TINY_MODEL  # noqa: E402  (imports torch)
+
 from xkd_ros.model import (  # noqa: E402  (after the skip: torch is the optional `train` extra)
     FusionModel,
     ImageEncoder,
@@ -20,17 +22,7 @@ from xkd_ros.model import (  # noqa: E402  (after the skip: torch is the optiona
     sample_views,
 )
 
-TINY = {
-    "num_classes": 5,
-    "range_widths": [4, 8, 8],
-    "range_strides": [[1, 2], [2, 2]],
-    "point_width": 4,
-    "feature_dim": 8,
-    "image_widths": [4, 4, 8, 8],
-    "image_blocks": [1, 1, 1],
-    "image_feature_dim": 4,
-    "embedding_dim": 6,
-}
+TINY = {"num_classes": 5, **TINY_MODEL}
 RANGE_SIZE, IMAGE_SIZE = (8, 64), (32, 48)
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 from inprocess import info, restamped, segment_node
+from node_peer import spin_until, wait_matched
 
 ROOT = "/segment"
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
@@ -410,13 +411,7 @@ class Harness:
         self.clouds_sent = 0
 
     def spin_until(self, condition, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"node died: {self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for {what}; log: {self.log.read_text()[-3000:]}"
-            )
-            self.executor.spin_once(timeout_sec=0.05)
+        spin_until(self.executor, self.process, self.log, condition, timeout, what)
 
     def wait_connected(self) -> None:
         """Every input of the node matched to our publishers, its outputs to our subscriptions."""
@@ -424,13 +419,7 @@ class Harness:
         pubs.update({f"{c}/image": p for c, p in self.image_pubs.items()})
         pubs.update({f"{c}/camera_info": p for c, p in self.info_pubs.items()})
         subs = {"labeled_cloud": self.cloud_sub, "/diagnostics": self.diagnostics_sub}
-
-        def unmatched():
-            return [n for n, p in pubs.items() if p.get_subscription_count() == 0] + [
-                n for n, s in subs.items() if s.get_publisher_count() == 0
-            ]
-
-        self.spin_until(lambda: not unmatched(), 60, f"the node's topics to match (unmatched: {unmatched()})")
+        wait_matched(self.executor, self.process, self.log, pubs, subs, 60)
 
     def publish(self, messages, corrupt: str | None = None, corrupt_info: str | None = None, cut_cloud=False):
         """The frame with every stamp moved by a fresh whole second (the collector ignores repeated scans);

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 from inprocess import restamped
+from node_peer import spin_until, wait_matched
 
 from xkd_ros.data.frame import Frame
 from xkd_ros.geometry import project_points
@@ -113,28 +114,14 @@ class Node:
         )
 
     def spin_until(self, condition, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert self.process.poll() is None, f"node died: {self.log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, (
-                f"timed out waiting for {what}; log: {self.log.read_text()[-3000:]}"
-            )
-            self.executor.spin_once(timeout_sec=0.05)
+        spin_until(self.executor, self.process, self.log, condition, timeout, what)
 
     def wait_connected(self) -> None:
         pubs = {"pointcloud": self.cloud_pub}
         pubs.update({f"{c}/image": p for c, p in self.image_pubs.items()})
         pubs.update({f"{c}/camera_info": p for c, p in self.info_pubs.items()})
         subs = {"labeled_cloud": self.cloud_sub, "fused_cameras": self.fused_sub}
-
-        def unmatched():
-            return [n for n, p in pubs.items() if p.get_subscription_count() == 0] + [
-                n for n, s in subs.items() if s.get_publisher_count() == 0
-            ]
-
-        self.spin_until(
-            lambda: not unmatched(), 120, f"the node's topics to match (unmatched: {unmatched()})"
-        )
+        wait_matched(self.executor, self.process, self.log, pubs, subs, 120)
 
     def labelled(self, attempts: int = 8):
         """Publish the frame (images stamped like the scan: a minimal file has no camera offsets) until a

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xkd_ros.geometry import Rig, project_points
+from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, project_points
 
 GROUND_RANGE_M = (10.0, 40.0)  # horizontal distance from the LiDAR of the ground points that are scored
 # Ground classes by data set: SemanticKITTI raw ids (road, parking, sidewalk, other-ground, lane-marking,
@@ -74,13 +74,19 @@ def plane_ground(xyz: np.ndarray, band: float = 0.2, iterations: int = 6) -> np.
 def kitti_odometry_scan(scan: Path, labels: Path, calib: Path, size: tuple[int, int]) -> tuple:
     """A KITTI HDL-64E scan (x y z remission), its SemanticKITTI raw labels and the rig of camera image_2
     from an odometry calib.txt: (points (N, 4), raw label ids (N,), Rig)."""
-    from xkd_ros.calibration import kitti_cameras
-    from xkd_ros.data.semantickitti import KITTI_LIDAR
+    from xkd_ros.data.semantickitti import (
+        KITTI_LIDAR,
+        camera_from_projection,
+        lidar_to_rectified,
+        read_kitti_calib,
+    )
 
     points = np.fromfile(scan, dtype=np.float32).reshape(-1, 4)
     raw = np.fromfile(labels, dtype=np.uint32) & 0xFFFF
-    cameras = kitti_cameras(calib, ["P2"], size)
-    return points, raw, Rig.from_cameras(cameras, "velodyne", KITTI_LIDAR)
+    matrices = read_kitti_calib(calib)
+    K, T_cam_velo = camera_from_projection(matrices["P2"], lidar_to_rectified(matrices, calib))
+    camera = CameraCalibration("image_2", CameraIntrinsics(*size, K), T_cam_velo)
+    return points, raw, Rig.from_cameras([camera], "velodyne", KITTI_LIDAR)
 
 
 def compare(xyz: np.ndarray, rig: Rig, min_depth: float = 0.1) -> dict[str, np.ndarray]:
