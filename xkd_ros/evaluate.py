@@ -3,6 +3,11 @@
 The same `Segmenter` call as the node, on frames from any data set `open_frames` reads, no DDS, so the result
 is deterministic. Per mode: confusion matrix, per-class IoU, mIoU and latency percentiles; written as JSON,
 markdown and PNG pictures (confusion matrices, per-class IoU bars, a labelled bird's-eye view).
+`--map-to <class set>` scores a model on frames labelled in another class set through the model's class map
+(`ClassSet.map_to`, config/classes/<model's>.yaml `maps`): per-class IoU over the target classes the map
+reaches; the others are reported as not predicted by the model and their points are not scored (as
+synthetic-to-real studies score the shared classes), and a prediction of a class with no counterpart counts
+as wrong. `score_boxes` and `ego_returns` are the weak checks for a frame with 3-D boxes but no point labels.
 `--live` scores a running segment_node on a replayed bag instead: the DDS side is xkd_ros.live, the scoring
 (`score_live`) is here.
 """
@@ -21,51 +26,163 @@ import cv2
 import numpy as np
 
 from xkd_ros.data import Frame, load_class_set, open_frames
-from xkd_ros.data.classes import ClassSet
+from xkd_ros.data.classes import IGNORE_INDEX, ClassSet
 from xkd_ros.data.render import label_text, render_bev
 from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
 from xkd_ros.pipeline import Segmenter
 
 MODES = {"fusion": False, "lidar_only": True}  # mode -> lidar_only flag of Segmenter.segment_frame
+NO_COUNTERPART = "(no counterpart)"  # the extra prediction column of a mapped confusion matrix
+
+
+@dataclass(frozen=True, eq=False)
+class ClassMapping:
+    """A model's class set scored in another: `lut` (model id -> target id or IGNORE_INDEX) from the model's
+    class file; `reached` (target K,) the target classes some model class maps to."""
+
+    source: ClassSet
+    target: ClassSet
+    lut: np.ndarray
+
+    @classmethod
+    def between(cls, source: ClassSet, target: ClassSet) -> ClassMapping:
+        return cls(source, target, source.map_to(target))
+
+    @property
+    def reached(self) -> np.ndarray:
+        return np.isin(np.arange(self.target.num_classes), self.lut)
+
+    @property
+    def not_predicted(self) -> list[str]:
+        return [name for name, hit in zip(self.target.names, self.reached, strict=True) if not hit]
+
+    def predictions(self, labels: np.ndarray) -> np.ndarray:
+        """Target ids of model labels; a class without counterpart and an invalid point (IGNORE_INDEX)
+        become the extra id target K, counted wrong for every ground truth class."""
+        table = np.full(256, self.target.num_classes, dtype=np.int64)
+        mapped = self.lut != IGNORE_INDEX
+        table[: self.source.num_classes][mapped] = self.lut[mapped]
+        return table[np.asarray(labels, dtype=np.uint8)]
+
+    def truth(self, labels: np.ndarray) -> np.ndarray:
+        """Target labels with the classes the model cannot predict set to IGNORE_INDEX (not scored)."""
+        labels = np.asarray(labels, dtype=np.uint8)
+        scored = np.append(self.reached, np.zeros(256 - self.target.num_classes, dtype=bool))
+        return np.where(scored[labels], labels, np.uint8(IGNORE_INDEX))
 
 
 @dataclass
 class ModeResult:
-    """What one mode measured over the frames."""
+    """What one mode measured over the frames; with a mapping, the confusion has the extra column (and row)
+    NO_COUNTERPART and `unscored` counts the labelled points of classes the model cannot predict."""
 
     confusion: np.ndarray
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    mapping: ClassMapping | None = None
+    unscored: int = 0
 
     def summary(self, classes: ClassSet) -> dict:
-        iou = iou_per_class(self.confusion)
+        if self.mapping is None:
+            iou = iou_per_class(self.confusion)
+            scored = [(name, v) for name, v in zip(classes.names, iou, strict=True)]
+            miou, extra = mean_iou(self.confusion), {}
+        else:
+            classes = self.mapping.target
+            iou = iou_per_class(self.confusion)[: classes.num_classes]
+            reached = self.mapping.reached
+            scored = [(name, v) for name, v, hit in zip(classes.names, iou, reached, strict=True) if hit]
+            values = iou[reached & np.isfinite(iou)]
+            miou = float(values.mean()) if values.size else float("nan")
+            labelled = iou[reached & (self.confusion.sum(axis=1)[: classes.num_classes] > 0)]
+            extra = {
+                # over the scored classes with labelled points only: a class the model predicts but the
+                # frames lack scores 0 in `miou`, which on one scan weighs as much as a missed class
+                "miou_labelled": float(labelled.mean()) if labelled.size else float("nan"),
+                "mapped_from": self.mapping.source.name,
+                "not_predicted": self.mapping.not_predicted,
+                "points_scored": int(self.confusion.sum()),
+                "points_not_scored": self.unscored,
+            }
         return {
-            "miou": mean_iou(self.confusion),
-            "iou": {
-                name: None if np.isnan(v) else float(v) for name, v in zip(classes.names, iou, strict=True)
-            },
+            "miou": miou,
+            "iou": {name: None if np.isnan(v) else float(v) for name, v in scored},
+            **extra,
             "latency_ms": {stage: latency_percentiles(np.array(v)) for stage, v in self.latency_ms.items()},
         }
 
 
-def evaluate(frames: Sequence[Frame], segmenter: Segmenter, modes: Sequence[str] = tuple(MODES)) -> dict:
-    """Confusion matrices and latencies per mode; frames must carry labels of the model's class set."""
-    k = segmenter.classes.num_classes
-    results = {mode: ModeResult(np.zeros((k, k), dtype=np.int64)) for mode in modes}
+def evaluate(
+    frames: Sequence[Frame],
+    segmenter: Segmenter,
+    modes: Sequence[str] = tuple(MODES),
+    mapping: ClassMapping | None = None,
+) -> dict:
+    """Confusion matrices and latencies per mode; frames must carry labels of the model's class set, or of
+    `mapping.target` when a mapping is given."""
+    expected = mapping.target if mapping is not None else segmenter.classes
+    k = expected.num_classes + (mapping is not None)
+    results = {mode: ModeResult(np.zeros((k, k), dtype=np.int64), mapping=mapping) for mode in modes}
     for frame in frames:
-        if frame.labels is None or frame.classes != segmenter.classes.name:
+        if frame.labels is None or frame.classes != expected.name:
             raise ValueError(
-                f"{frame.name}: needs labels of class set {segmenter.classes.name!r}, has {frame.classes!r}"
+                f"{frame.name}: needs labels of class set {expected.name!r}, has {frame.classes!r}"
             )
+        truth = frame.labels if mapping is None else mapping.truth(frame.labels)
         for mode in modes:
             segmentation = segmenter.segment_frame(frame, lidar_only=MODES[mode])
-            predicted = np.where(segmentation.labels == 255, 0, segmentation.labels)  # invalid: counted wrong
-            results[mode].confusion += confusion_matrix(frame.labels, predicted, k)
+            if mapping is None:
+                predicted = np.where(segmentation.labels == 255, 0, segmentation.labels)  # invalid: wrong
+            else:
+                predicted = mapping.predictions(segmentation.labels)
+                results[mode].unscored += int(
+                    ((truth == IGNORE_INDEX) & (frame.labels != IGNORE_INDEX)).sum()
+                )
+            results[mode].confusion += confusion_matrix(truth, predicted, k)
             for stage, ms in segmentation.timings.items():
                 results[mode].latency_ms.setdefault(stage, []).append(ms)
     return results
 
 
-def confusion_picture(confusion: np.ndarray, classes: ClassSet, cell: int = 28) -> np.ndarray:
+def score_boxes(
+    predicted: np.ndarray, box_index: np.ndarray, categories: Sequence[str], mapping: ClassMapping
+) -> dict[str, dict]:
+    """Weak labels from 3-D boxes: per box category (a class name of `mapping.target`), the boxes, the points
+    inside them and the share of those the model labels as that class (after the map), or "not predicted"
+    where the map reaches no such class. `predicted` (N,) model labels, `box_index` (N,) the category index
+    of each point's box or -1."""
+    mapped = mapping.predictions(predicted)
+    scores = {}
+    for index, category in enumerate(categories):
+        inside = box_index == index
+        entry: dict = {"points": int(inside.sum())}
+        if category not in mapping.target.names:
+            raise ValueError(f"box category {category!r} is not a class of {mapping.target.name!r}")
+        target = mapping.target.index(category)
+        if not mapping.reached[target]:
+            entry["recall"] = "not predicted by this model"
+        else:
+            hits = mapped[inside] == target
+            entry["recall"] = float(hits.mean()) if hits.size else None
+            counts = np.bincount(mapped[inside], minlength=mapping.target.num_classes + 1)
+            names = (*mapping.target.names, NO_COUNTERPART)
+            entry["predicted_as"] = {names[i]: int(c) for i, c in enumerate(counts) if c}
+        scores[category] = entry
+    return scores
+
+
+def ego_returns(xyz: np.ndarray, labels: np.ndarray, radius: float = 1.0) -> dict:
+    """Points within `radius` of the sensor (the vehicle's own body, no-return placeholders) and the share
+    of them the model left unlabelled (IGNORE_INDEX), which should be all."""
+    near = np.linalg.norm(np.asarray(xyz, dtype=np.float64), axis=1) < radius
+    unlabelled = labels[near] == IGNORE_INDEX
+    return {
+        "radius_m": radius,
+        "points": int(near.sum()),
+        "unlabelled_share": float(unlabelled.mean()) if near.any() else None,
+    }
+
+
+def confusion_picture(confusion: np.ndarray, names: Sequence[str], cell: int = 28) -> np.ndarray:
     """Row-normalised confusion matrix (ground truth rows, predictions columns) as a BGR image."""
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     k, margin = len(rows), 130
@@ -73,7 +190,7 @@ def confusion_picture(confusion: np.ndarray, classes: ClassSet, cell: int = 28) 
     heat = cv2.resize(heat, (k * cell, k * cell), interpolation=cv2.INTER_NEAREST)
     picture = np.full((k * cell + margin, k * cell + margin, 3), 255, dtype=np.uint8)
     picture[margin:, margin:] = heat
-    for i, name in enumerate(classes.names):
+    for i, name in enumerate(names):
         y = margin + i * cell + cell // 2 + 4
         cv2.putText(picture, name[:14], (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         column = np.full((cell, margin - 4, 3), 255, dtype=np.uint8)
@@ -86,13 +203,13 @@ def confusion_picture(confusion: np.ndarray, classes: ClassSet, cell: int = 28) 
     return picture
 
 
-def iou_bars(summaries: dict[str, dict], classes: ClassSet, width: int = 700) -> np.ndarray:
+def iou_bars(summaries: dict[str, dict], names: Sequence[str], width: int = 700) -> np.ndarray:
     """Per-class IoU bars, one colour per mode, as a BGR image."""
     palette = [(200, 120, 40), (60, 160, 230), (90, 180, 90)]
     bar, gap, left = 10, 8, 130
-    height = len(classes.names) * (bar * len(summaries) + gap) + 30
+    height = len(names) * (bar * len(summaries) + gap) + 30
     picture = np.full((height, width, 3), 255, dtype=np.uint8)
-    for i, name in enumerate(classes.names):
+    for i, name in enumerate(names):
         top = 20 + i * (bar * len(summaries) + gap)
         cv2.putText(
             picture, name[:16], (4, top + bar), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
@@ -120,12 +237,19 @@ def iou_bars(summaries: dict[str, dict], classes: ClassSet, width: int = 700) ->
     return picture
 
 
-def bev_comparison(frame: Frame, segmenter: Segmenter, size: int = 500) -> np.ndarray:
-    """Bird's-eye views of one frame: ground truth, fusion, LiDAR-only."""
-    classes = segmenter.classes
+def bev_comparison(
+    frame: Frame, segmenter: Segmenter, size: int = 500, mapping: ClassMapping | None = None
+) -> np.ndarray:
+    """Bird's-eye views of one frame: ground truth, fusion, LiDAR-only (predictions in the target's colours
+    through `mapping`, grey where a class has no counterpart)."""
+    classes = segmenter.classes if mapping is None else mapping.target
     panels = [("ground truth", frame.labels)]
     for mode, lidar_only in MODES.items():
-        panels.append((mode, segmenter.segment_frame(frame, lidar_only=lidar_only).labels))
+        labels = segmenter.segment_frame(frame, lidar_only=lidar_only).labels
+        if mapping is not None:
+            labels = mapping.predictions(labels)
+            labels = np.where(labels < classes.num_classes, labels, IGNORE_INDEX).astype(np.uint8)
+        panels.append((mode, labels))
     tiles = []
     for title, labels in panels:
         tile = render_bev(frame.xyz, classes.colorize(labels), size=size)
@@ -134,30 +258,46 @@ def bev_comparison(frame: Frame, segmenter: Segmenter, size: int = 500) -> np.nd
     return np.hstack(tiles)
 
 
-def write_report(results: dict, segmenter: Segmenter, frames: Sequence[Frame], out: Path, model: str) -> dict:
+def write_report(
+    results: dict,
+    segmenter: Segmenter,
+    frames: Sequence[Frame],
+    out: Path,
+    model: str,
+    mapping: ClassMapping | None = None,
+) -> dict:
     """report.json, report.md and the PNG pictures in `out`; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
-    classes = segmenter.classes
+    classes = segmenter.classes if mapping is None else mapping.target
     summaries = {mode: result.summary(classes) for mode, result in results.items()}
     report = {"model": model, "frames": len(frames), "classes": classes.name, "modes": summaries}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    names = classes.names if mapping is None else (*classes.names, NO_COUNTERPART)
+    scored = list(summaries[next(iter(summaries))]["iou"])
     for mode, result in results.items():
-        cv2.imwrite(str(out / f"confusion_{mode}.png"), confusion_picture(result.confusion, classes))
-    cv2.imwrite(str(out / "iou_per_class.png"), iou_bars(summaries, classes))
-    cv2.imwrite(str(out / "bev.png"), bev_comparison(frames[0], segmenter))
+        cv2.imwrite(str(out / f"confusion_{mode}.png"), confusion_picture(result.confusion, names))
+    cv2.imwrite(str(out / "iou_per_class.png"), iou_bars(summaries, scored))
+    cv2.imwrite(str(out / "bev.png"), bev_comparison(frames[0], segmenter, mapping=mapping))
     modes = list(summaries)
+    through = (
+        "" if mapping is None else f", model classes {mapping.source.name} mapped by {mapping.source.source}"
+    )
     lines = [
-        f"# Evaluation of `{model}` on {len(frames)} frames ({classes.name})",
+        f"# Evaluation of `{model}` on {len(frames)} frames ({classes.name}{through})",
         "",
         "| | " + " | ".join(modes) + " |",
         "|---|" + "---:|" * len(modes),
         "| **mIoU (%)** | " + " | ".join(f"**{100 * summaries[m]['miou']:.1f}**" for m in modes) + " |",
     ]
-    for name in classes.names:
+    for name in scored:
         cells = [summaries[m]["iou"][name] for m in modes]
         lines.append(
             f"| {name} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells) + " |"
         )
+    if mapping is not None:
+        first = summaries[modes[0]]
+        lines.append(f"| not predicted by this model | {', '.join(first['not_predicted']) or '-'} |")
+        lines.append(f"| labelled points of those (not scored) | {first['points_not_scored']} |")
     for stage in summaries[modes[0]]["latency_ms"]:
         cells = [summaries[m]["latency_ms"][stage] for m in modes]
         lines.append(
@@ -194,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     parser.add_argument("--split", default=None, help="split of a synthetic data set (e.g. val)")
+    parser.add_argument(
+        "--map-to",
+        default=None,
+        metavar="CLASS_SET",
+        help="score on frames labelled in this class set (e.g. semantickitti) through the model's class map",
+    )
     parser.add_argument("--max-frames", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/eval"))
@@ -222,7 +368,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_frames:
         frames = frames[: args.max_frames]
     segmenter = Segmenter.from_model(model, backend=args.backend, threads=args.threads)
-    report = write_report(evaluate(frames, segmenter), segmenter, frames, args.out, str(model))
+    mapping = None
+    if args.map_to:
+        try:
+            mapping = ClassMapping.between(segmenter.classes, load_class_set(args.map_to))
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(f"--map-to: {error}")
+    try:
+        results = evaluate(frames, segmenter, mapping=mapping)
+    except ValueError as error:
+        print(f"xkd-evaluate: error: {error}", file=sys.stderr)
+        return 1
+    report = write_report(results, segmenter, frames, args.out, str(model), mapping)
     summary = ", ".join(f"{mode} {100 * r['miou']:.1f}" for mode, r in report["modes"].items())
     print(f"{len(frames)} frames: mIoU {summary}; report in {args.out}")
     return 0

@@ -10,6 +10,11 @@ poses.txt holds cam0 poses in the first cam0 frame; as SemanticKITTI does, they 
 first scan's LiDAR frame: T_world_lidar = inv(Tr) @ pose @ Tr. Camera and LiDAR are triggered together, so
 an image has the scan's stamp and the rig needs no motion compensation. The LiDAR is an HDL-64E whose
 remission runs 0..1 (`KITTI_LIDAR`).
+
+A bare folder of scans (<dir>/*.bin with *.label beside them, e.g. one scan from a model zoo) reads as one
+sequence without camera or poses. `sector` keeps one half of every scan by azimuth (`SECTORS`): fine-tune on
+the front half of a scan and score the rear half, the two disjoint and together the whole scan. With the one
+labelled real scan here that is an anecdote about one street, not a benchmark.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ LIDAR_FRAME = "velodyne"
 KITTI_LIDAR = LidarProfile.from_dict(
     {"sensor": "velodyne_hdl64e", "intensity_scale": 1.0, "mount_height": 1.73}
 )
+# Half-scans by azimuth in the LiDAR frame (x forward, y left): each pair is disjoint and covers the scan.
+SECTORS = {
+    "front": lambda xyz: xyz[:, 0] >= 0,
+    "rear": lambda xyz: xyz[:, 0] < 0,
+    "left": lambda xyz: xyz[:, 1] >= 0,
+    "right": lambda xyz: xyz[:, 1] < 0,
+}
 RECTIFICATION = "R0_rect"  # the one 3x3 entry of a KITTI calib file; every other entry is 3x4
 
 
@@ -126,6 +138,8 @@ class _Sequence:
 
     name: str
     folder: Path
+    scan_folder: Path
+    label_folder: Path
     scans: list[str]
     labelled: bool
     images: Path | None
@@ -140,13 +154,7 @@ class _Sequence:
         velodyne = folder / "velodyne"
         if not velodyne.is_dir():
             raise FileNotFoundError(f"{velodyne}: missing scan folder of sequence {name}")
-        scans = sorted(path.stem for path in velodyne.glob("*.bin"))
-        if not scans:
-            raise FileNotFoundError(f"{velodyne}: no .bin scans")
-        if not all(scan.isdigit() for scan in scans):
-            raise ValueError(
-                f"{velodyne}: scan names must be frame numbers (000000.bin ...), got {scans[:3]}"
-            )
+        scans = _scan_names(velodyne)
         labelled = check_all_present(folder / "labels", scans, ".label")
         images = folder / camera if check_all_present(folder / camera, scans, ".png") else None
         needed = int(scans[-1]) + 1
@@ -169,11 +177,31 @@ class _Sequence:
                 poses = np.linalg.inv(Tr) @ poses @ Tr  # Tr is rigid to 1e-7 only: invert it exactly
         if (folder / "times.txt").is_file():
             times = _read_lines(folder / "times.txt", (), needed)
-        return cls(name, folder, scans, labelled, images, K, T_cam_velo, times, poses)
+        return cls(
+            name, folder, velodyne, folder / "labels", scans, labelled, images, K, T_cam_velo, times, poses
+        )
+
+    @classmethod
+    def bare(cls, folder: Path) -> _Sequence:
+        """A folder holding the scans themselves (*.bin, labelled where every scan has its *.label)."""
+        scans = _scan_names(folder)
+        labelled = check_all_present(folder, scans, ".label")
+        return cls(folder.name, folder, folder, folder, scans, labelled, None, None, None, None, None)
+
+
+def _scan_names(folder: Path) -> list[str]:
+    scans = sorted(path.stem for path in folder.glob("*.bin"))
+    if not scans:
+        raise FileNotFoundError(f"{folder}: no .bin scans")
+    if not all(scan.isdigit() for scan in scans):
+        raise ValueError(f"{folder}: scan names must be frame numbers (000000.bin ...), got {scans[:3]}")
+    return scans
 
 
 class SemanticKittiDataset(Sequence[Frame]):
-    """The scans of the SemanticKITTI / KITTI odometry sequences under `root` (all, or `sequences`), in order.
+    """The scans of the SemanticKITTI / KITTI odometry sequences under `root` (all, or `sequences`), in order,
+    or of a bare folder of scans `root` (no sequences/ folder); `sector` (a key of SECTORS) keeps that half
+    of every scan, points and labels alike.
 
     Folders and the small text files (calib, times, poses) are indexed here; scans, labels and images are
     read when a frame is asked for. Labels (semantic id = value & 0xFFFF) map through the class set
@@ -186,13 +214,21 @@ class SemanticKittiDataset(Sequence[Frame]):
         sequences: Iterable[str | int] | None = None,
         camera: str = "image_2",
         classes: str = CLASSES,
+        sector: str | None = None,
     ) -> None:
         self.root = Path(root)
+        if sector is not None and sector not in SECTORS:
+            raise ValueError(f"sector: {sector!r} is not one of {sorted(SECTORS)}")
+        self.sector = sector
         if not camera.startswith("image_"):
             raise ValueError(f"camera: expected a KITTI image folder (image_0 .. image_3), got {camera!r}")
         self.camera = camera
         self.classes = classes
         load_class_set(classes)  # an unknown class set fails here, not at the first frame
+        if sequences is None and not (self.root / "sequences").is_dir() and any(self.root.glob("*.bin")):
+            self._sequences = [_Sequence.bare(self.root)]
+            self._scans = [(seq, scan) for seq in self._sequences for scan in seq.scans]
+            return
         if sequences is None:
             folder = self.root / "sequences"
             if not folder.is_dir():
@@ -210,11 +246,17 @@ class SemanticKittiDataset(Sequence[Frame]):
 
     def __getitem__(self, index: int) -> Frame:
         seq, scan = self._scans[operator.index(index)]
-        scan_file = seq.folder / "velodyne" / f"{scan}.bin"
+        scan_file = seq.scan_folder / f"{scan}.bin"
         points = read_scan_bin(scan_file, len(CHANNELS))
         labels = None
         if seq.labelled:
-            labels = read_label_file(seq.folder / "labels" / f"{scan}.label", len(points), self.classes)
+            labels = read_label_file(seq.label_folder / f"{scan}.label", len(points), self.classes)
+        name = f"semantickitti/{seq.name}/{scan}"
+        if self.sector is not None:
+            keep = SECTORS[self.sector](points)
+            points = points[keep]
+            labels = labels[keep] if labels is not None else None
+            name = f"{name}/{self.sector}"
         stamp = float(seq.times[int(scan)]) if seq.times is not None else 0.0
         cameras, images = [], {}
         if seq.images is not None:
@@ -232,5 +274,5 @@ class SemanticKittiDataset(Sequence[Frame]):
             stamp=stamp,
             image_stamps=dict.fromkeys(images, stamp),
             pose=seq.poses[int(scan)] if seq.poses is not None else None,
-            name=f"semantickitti/{seq.name}/{scan}",
+            name=name,
         )

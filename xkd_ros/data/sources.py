@@ -19,7 +19,8 @@ FORMATS = """\
   PCD                  a .pcd file, or a folder of them         (rig=<rig file>, or rig.yaml beside)
   rosbag2              <dir>/metadata.yaml, or a .mcap / .db3 file
   nuScenes keyframe    <dir>/info.json                        (mmdetection3d export)
-  RELLIS-3D frame      <dir>/transforms.yaml + camera_info.txt"""
+  RELLIS-3D frame      <dir>/transforms.yaml + camera_info.txt
+  SemanticKITTI scans  <dir>/*.bin + *.label                  (a bare folder of scans)"""
 
 
 def open_frames(path: str | Path, **options: Any) -> Sequence[Frame]:
@@ -58,6 +59,10 @@ def open_frames(path: str | Path, **options: Any) -> Sequence[Frame]:
         from xkd_ros.data.rellis3d import load_rellis3d_frame
 
         return [load_rellis3d_frame(path, **options)]
+    if path.is_dir() and any(path.glob("*.bin")) and any(path.glob("*.label")):
+        from xkd_ros.data.semantickitti import SemanticKittiDataset
+
+        return SemanticKittiDataset(path, **options)
     if (path.suffix == ".pcd" and path.is_file()) or (path.is_dir() and any(path.glob("*.pcd"))):
         from xkd_ros.data.pcd import PcdDataset
 
