@@ -2,7 +2,8 @@
 
 Colour is computed from the world coordinates of each hit, so a surface looks the same from every camera
 and frame: asphalt grain, lane paint, paving tiles, grass, facades with window grids, fence slats, foliage,
-sign faces, vehicle paint, windows and lamps. Lighting is a sun (Lambert, with cast shadows from one shadow
+sign faces, vehicle paint, windows and lamps (with `texture: view` the noise is drawn afresh per camera and
+frame instead). Lighting is a sun (Lambert, with cast shadows from one shadow
 ray per lit pixel, and a highlight on glossy paint and glass) plus sky light; then haze, a sky gradient,
 per-frame exposure, vignetting and sensor noise. The per-pixel class id comes out alongside (255 for sky).
 """
@@ -213,14 +214,25 @@ TEXTURES = {
 }
 
 
-def albedo(scene: Scene, material: np.ndarray, hits: Hits) -> np.ndarray:
-    """Surface colour (n, 3) float32 of each hit, texture by texture."""
+def albedo(scene: Scene, material: np.ndarray, hits: Hits, seed: int | None = None) -> np.ndarray:
+    """Surface colour (n, 3) float32 of each hit, texture by texture; `seed` of the texture noise (default:
+    the scene's, so that a surface looks the same from every camera and frame)."""
+    seed = scene.texture_seed if seed is None else seed
     kinds = scene.materials.texture[material]
     colour = np.empty((len(material), 3), dtype=np.float32)
     for kind in np.unique(kinds):
         index = np.flatnonzero(kinds == kind)
-        colour[index] = TEXTURES[Texture(int(kind))](hits.take(index), scene.texture_seed)
+        colour[index] = TEXTURES[Texture(int(kind))](hits.take(index), seed)
     return colour
+
+
+def texture_seeds(scene: Scene, cameras: Sequence[CameraConfig], rng: np.random.Generator) -> list[int]:
+    """The texture noise seed of each camera: the scene's for `texture: world`; for `texture: view` one drawn
+    per camera and frame, so the same surface differs between cameras and frames (cross-view consistency
+    of texture is then not given; the colours and the geometric patterns, tiles, windows, slats, stay)."""
+    return [
+        scene.texture_seed if camera.texture == "world" else int(rng.integers(1 << 30)) for camera in cameras
+    ]
 
 
 def sky(directions: np.ndarray) -> np.ndarray:
@@ -267,7 +279,15 @@ def render(
     hits = Hits(
         point.astype(np.float32), normal, direction, m.color[material], m.color2[material], m.params[material]
     )
-    surface = albedo(scene, material, hits)
+    seeds = texture_seeds(scene, cameras, rng)
+    if len(set(seeds)) == 1:
+        surface = albedo(scene, material, hits, seeds[0])
+    else:
+        owner = np.repeat(np.arange(len(cameras)), [h * w for h, w in sizes])[hit]
+        surface = np.empty((len(hit), 3), dtype=np.float32)
+        for seed in set(seeds):
+            index = np.flatnonzero(np.isin(owner, [i for i, s in enumerate(seeds) if s == seed]))
+            surface[index] = albedo(scene, material[index], hits.take(index), seed)
 
     sun = scene.sun.astype(np.float32)
     facing_sun = normal @ sun

@@ -9,17 +9,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from xkd_ros.data.classes import load_class_set
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, Rig, invert_transform
 from xkd_ros.paths import config_path
 
 Range = tuple[float, float]
 LIDAR_FRAME = "lidar"
+CLASS_SET = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class LidarConfig:
     rate_hz: float
     start_azimuth_deg: float
     clockwise: bool
-    height_m: float
+    height_m: Range
     min_range_m: float
     max_range_m: float
     intensity_scale: float
@@ -41,6 +44,18 @@ class LidarConfig:
     dropout: float
     weak_return: float
     deskew: bool
+    reflectivity: dict[str, Range]
+    incidence_floor: float
+    intensity_noise: float
+    intensity_gain: Range
+    intensity_gamma: Range
+    beam_dropout: float
+    ring_order: str
+
+    @property
+    def mount_height(self) -> float:
+        """Height above the road: the middle of `height_m` (its value once `SyntheticConfig.draw` drew it)."""
+        return (self.height_m[0] + self.height_m[1]) / 2
 
     @property
     def sweep_s(self) -> float:
@@ -63,18 +78,19 @@ class LidarConfig:
     def profile(self) -> LidarProfile:
         """The LiDAR's sensor profile: `elevation_deg` are beam centres, the profile's field of view runs
         edge to edge (half a beam spacing beyond them), ring 0 is the lowest beam (bottom_up), intensity
-        0..`intensity_scale`, no returns nearer than `min_range_m`."""
+        0..`intensity_scale`, no returns nearer than `min_range_m`; ring 0 is the lowest beam (`ring_order:
+        bottom_up`, Velodyne) or the highest (`top_down`, Ouster)."""
         low, high = self.elevation_deg
         spacing = (high - low) / (self.beams - 1) if self.beams > 1 else 1.0
         return LidarProfile(
             beams=self.beams,
             fov_up_deg=high + spacing / 2,
             fov_down_deg=low - spacing / 2,
-            ring_order="bottom_up",
+            ring_order=self.ring_order,
             intensity_scale=self.intensity_scale,
             min_range=self.min_range_m,
             sensor=self.sensor,
-            mount_height=self.height_m,
+            mount_height=self.mount_height,
         )
 
 
@@ -85,15 +101,18 @@ class CameraConfig:
     position: tuple[float, float, float]
     width: int
     height: int
-    hfov_deg: float
+    hfov_deg: Range
     pitch_deg: float
     noise_std: float
     exposure: Range
     shadows: bool
+    texture: str
 
     def calibration(self) -> CameraCalibration:
-        """Pinhole intrinsics from the horizontal field of view and T_cam_lidar from yaw, pitch, position."""
-        focal = self.width / 2 / np.tan(np.deg2rad(self.hfov_deg) / 2)
+        """Pinhole intrinsics from the horizontal field of view (the middle of `hfov_deg`, what it is once
+        drawn) and T_cam_lidar from yaw, pitch, position."""
+        hfov = (self.hfov_deg[0] + self.hfov_deg[1]) / 2
+        focal = self.width / 2 / np.tan(np.deg2rad(hfov) / 2)
         K = [[focal, 0, (self.width - 1) / 2], [0, focal, (self.height - 1) / 2], [0, 0, 1]]
         yaw, pitch = np.deg2rad(self.yaw_deg), np.deg2rad(self.pitch_deg)
         forward = np.array([np.cos(yaw) * np.cos(pitch), np.sin(yaw) * np.cos(pitch), -np.sin(pitch)])
@@ -175,6 +194,26 @@ class SyntheticConfig:
             [camera.calibration() for camera in self.cameras], LIDAR_FRAME, self.lidar.profile()
         )
 
+    def draw(self, rng: np.random.Generator) -> SyntheticConfig:
+        """This config with its domain randomisation drawn (one scene's sensors): LiDAR height, intensity gain
+        and gamma, each camera's field of view, each from its range; a range of one value stays exactly it.
+        The rig of the result (`rig()`) is the one that scene's frames carry."""
+
+        def pick(bounds: Range) -> Range:
+            value = float(rng.uniform(*bounds))
+            return (value, value)
+
+        lidar = dataclasses.replace(
+            self.lidar,
+            height_m=pick(self.lidar.height_m),
+            intensity_gain=pick(self.lidar.intensity_gain),
+            intensity_gamma=pick(self.lidar.intensity_gamma),
+        )
+        cameras = tuple(
+            dataclasses.replace(camera, hfov_deg=pick(camera.hfov_deg)) for camera in self.cameras
+        )
+        return dataclasses.replace(self, lidar=lidar, cameras=cameras)
+
     def as_dict(self) -> dict:
         data = {
             "lidar": dataclasses.asdict(self.lidar),
@@ -210,6 +249,8 @@ def merge(base: dict, overlay: dict) -> dict:
 def convert(value: object, kind: object, key: str) -> object:
     """`value` as the annotated type `kind` (int, float, bool, str, fixed tuples, dicts), or ValueError."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if kind == Range and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value, value]  # one number is a range of one value: `height_m: 1.84`
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(arguments):
             raise ValueError(f"{key}: expected a list of {len(arguments)} values, got {value!r}")
@@ -256,6 +297,33 @@ def build(cls: type, data: object, key: str) -> object:
     return cls(**{name: convert(data[name], hints[name], f"{key}.{name}") for name in names})
 
 
+TEXTURE_MODES = ("world", "view")
+RING_ORDERS = ("bottom_up", "top_down")
+
+
+def check_lidar(lidar: LidarConfig) -> None:
+    """The LiDAR's randomisation and intensity knobs are in range; ValueError naming the key."""
+    classes = load_class_set(CLASS_SET).names
+    for name, (low, high) in lidar.reflectivity.items():
+        if name not in classes:
+            raise ValueError(f"lidar.reflectivity.{name}: not a class of {CLASS_SET} ({list(classes)})")
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"lidar.reflectivity.{name}: expected 0 < lo <= hi <= 1, got [{low}, {high}]")
+    for key in ("incidence_floor", "beam_dropout"):
+        if not 0 <= getattr(lidar, key) <= 1:
+            raise ValueError(f"lidar.{key}: expected a share in [0, 1], got {getattr(lidar, key)}")
+    if lidar.ring_order not in RING_ORDERS:
+        raise ValueError(f"lidar.ring_order: expected one of {list(RING_ORDERS)}, got {lidar.ring_order!r}")
+    if lidar.beam_dropout == 1:
+        raise ValueError("lidar.beam_dropout: 1 would drop every beam")
+    for key in ("intensity_noise",):
+        if getattr(lidar, key) < 0:
+            raise ValueError(f"lidar.{key}: must not be negative, got {getattr(lidar, key)}")
+    for key in ("intensity_gain", "intensity_gamma", "height_m"):
+        if getattr(lidar, key)[0] <= 0:
+            raise ValueError(f"lidar.{key}: must be positive, got {list(getattr(lidar, key))}")
+
+
 def from_dict(data: dict, source: str = "config") -> SyntheticConfig:
     """A checked config from a complete mapping (the defaults merged with any overlay)."""
     try:
@@ -287,10 +355,45 @@ def from_dict(data: dict, source: str = "config") -> SyntheticConfig:
         )
         if config.sequence.frames_per_scene < 1 or config.lidar.beams < 1 or config.lidar.azimuth_steps < 1:
             raise ValueError("frames_per_scene, beams and azimuth_steps must be positive")
+        check_lidar(config.lidar)
+        for i, camera in enumerate(config.cameras):
+            if camera.texture not in TEXTURE_MODES:
+                raise ValueError(
+                    f"cameras[{i}].texture: expected one of {list(TEXTURE_MODES)}, got {camera.texture!r}"
+                )
+            if not 0 < camera.hfov_deg[0] <= camera.hfov_deg[1] < 180:
+                raise ValueError(
+                    f"cameras[{i}].hfov_deg: expected degrees in (0, 180), got {list(camera.hfov_deg)}"
+                )
         config.lidar.profile()  # a CalibrationError (a ValueError) naming lidar.<key> if it cannot be one
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
     return config
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """`KEY=VALUE` strings (xkd-synth --set) as one nested overlay: dotted keys nest, values are YAML, so
+    `lidar.azimuth_steps=540` and `lidar.height_m=[1.6, 1.9]` both work. Lists (the cameras) are replaced
+    whole, as in a config file; `camera.width=240` sets the default every camera inherits."""
+    overlay: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        names = key.strip().split(".")
+        if not sep or not all(names):
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. lidar.azimuth_steps=540"
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML: {error}") from None
+        node = overlay
+        for name in names[:-1]:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {name} was already given a value, not a mapping")
+        node[names[-1]] = value
+    return overlay
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> SyntheticConfig:
@@ -310,7 +413,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ValueError(f"{path}: expected a mapping")
         data, source = merge(data, overlay), str(path)
     if overrides:
-        data = merge(data, overrides)
+        data, source = merge(data, overrides), f"{source} with overrides"
     return from_dict(data, source)
 
 
@@ -323,4 +426,5 @@ __all__ = [
     "SyntheticConfig",
     "from_dict",
     "load_config",
+    "parse_overrides",
 ]

@@ -4,7 +4,7 @@ Layout (docs/synthetic.md)::
 
     <root>/split.yaml                   format, version, class set, seed, config, frame stems per split
     <root>/rig.yaml                     the static camera calibration (Rig.save)
-    <root>/<split>/<stem>.npz           points, channels, labels, stamps, poses, camera names, frame name
+    <root>/<split>/<stem>.npz           points, channels, labels, stamps, poses, camera names, frame name, rig
     <root>/<split>/<stem>/<CAMERA>.png  RGB images, lossless
 
 A stem is s<scene>_<step>, e.g. s002_013: step 13 of the drive through scene 2.
@@ -28,7 +28,8 @@ from xkd_ros.data.frame import Frame
 from xkd_ros.geometry import Rig
 
 FORMAT = "xkd-synthetic"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each .npz carries its frame's rig (domain randomisation); 1: rig.yaml for all
+READABLE_VERSIONS = (1, 2)
 SPLIT_FILE, RIG_FILE = "split.yaml", "rig.yaml"
 NPZ_KEYS = (
     "points",
@@ -73,6 +74,7 @@ def write_frame(root: Path, split: str, stem: str, frame: Frame) -> None:
         image_stamps=np.array([frame.image_stamps[camera] for camera in cameras], dtype=np.float64),
         image_poses=np.array([frame.image_poses[camera] for camera in cameras], dtype=np.float64),
         name=np.array(frame.name),
+        rig=np.array(yaml.safe_dump(frame.rig.to_dict(), sort_keys=False)),
     )
     for camera, rgb in frame.images.items():
         target = image_path(root, split, stem, camera)
@@ -83,10 +85,15 @@ def write_frame(root: Path, split: str, stem: str, frame: Frame) -> None:
 
 
 def write_split(
-    root: Path, config: object, seed: int, frames: dict[str, list[str]], config_file: str | Path | None = None
+    root: Path,
+    config: object,
+    seed: int,
+    frames: dict[str, list[str]],
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> None:
     """split.yaml: what a reader needs to trust the folder; `config` is the SyntheticConfig used, loaded
-    from `config_file` (xkd-synth --config; None: config/synthetic.yaml alone)."""
+    from `config_file` (xkd-synth --config; None: config/synthetic.yaml alone) and `overrides` (--set)."""
     content = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -98,6 +105,8 @@ def write_split(
     }
     if config_file is not None:
         content["config_file"] = str(config_file)
+    if overrides:
+        content["overrides"] = [str(item) for item in overrides]
     header = "# Synthetic camera-LiDAR data set written by xkd-synth (docs/synthetic.md).\n"
     (root / SPLIT_FILE).write_text(header + yaml.safe_dump(content, sort_keys=False, default_flow_style=None))
 
@@ -113,8 +122,10 @@ def read_split(root: Path) -> dict:
         raise ValueError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} split file")
-    if content.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: version {content.get('version')!r}, this reader reads {FORMAT_VERSION}")
+    if content.get("version") not in READABLE_VERSIONS:
+        raise ValueError(
+            f"{path}: version {content.get('version')!r}, this reader reads {list(READABLE_VERSIONS)}"
+        )
     splits = content.get("splits")
     if not isinstance(splits, dict) or not all(isinstance(stems, list) for stems in splits.values()):
         raise ValueError(f"{path}: splits: expected a mapping of split name to a list of frame stems")
@@ -165,6 +176,7 @@ class SyntheticDataset(Sequence[Frame]):
                 if missing:
                     raise ValueError(f"missing arrays {missing}")
                 arrays = {key: npz[key] for key in NPZ_KEYS}
+                rig_text = str(npz["rig"]) if "rig" in npz.files else None
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path}: not a readable frame: {error}") from None
         cameras = [str(camera) for camera in arrays["cameras"]]
@@ -174,10 +186,11 @@ class SyntheticDataset(Sequence[Frame]):
             camera: self.read_image(image_path(self.root, self.split, stem, camera)) for camera in cameras
         }
         try:
+            rig = self.rig if rig_text is None else Rig.from_dict(yaml.safe_load(rig_text), "rig")
             return Frame(
                 points=arrays["points"],
                 channels=tuple(str(channel) for channel in arrays["channels"]),
-                rig=self.rig,
+                rig=rig,
                 images=images,
                 labels=arrays["labels"],
                 classes=str(arrays["classes"]),

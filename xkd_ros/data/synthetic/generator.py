@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from tqdm import tqdm
 
 from xkd_ros.data.frame import Frame
 from xkd_ros.data.synthetic import camera, lidar
-from xkd_ros.data.synthetic.config import SyntheticConfig, load_config
+from xkd_ros.data.synthetic.config import SyntheticConfig, load_config, parse_overrides
 from xkd_ros.data.synthetic.dataset import write_frame, write_rig, write_split
 from xkd_ros.data.synthetic.scene import CLASS_SET, Scene, build_scene
-from xkd_ros.geometry import Rig, invert_transform, project_points
+from xkd_ros.geometry import CameraCalibration, Rig, invert_transform, project_points
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +73,24 @@ class SyntheticSample:
 
 
 def split_key(split: str) -> int:
-    """A stable number per split name, so that train and val never share a scene."""
+    """A stable number per split name, so that train, val and test never share a scene."""
     return zlib.crc32(split.encode())
+
+
+@dataclass(frozen=True, eq=False)
+class SceneSensors:
+    """One scene's sensors after domain randomisation: the drawn config (every range one value), its rig
+    (what the scene's frames carry: the drawn mount height, the drawn intrinsics) and the dead beams."""
+
+    config: SyntheticConfig
+    rig: Rig
+    calibrations: list[CameraCalibration]
+    dead_beams: np.ndarray  # (beams,) bool
+
+
+# The draws of domain randomisation get their own stream per scene, apart from the scene's and the frames'
+# (whose fourth number is the step + 1 < 2**31): configs without randomisation make the same frames as before.
+SENSOR_STREAM = 0x7FFFFFFF
 
 
 class SyntheticGenerator:
@@ -81,12 +98,13 @@ class SyntheticGenerator:
 
     def __init__(self, config: SyntheticConfig, seed: int) -> None:
         self.config, self.seed = config, int(seed)
-        self.rig = config.rig()
+        self.rig = config.rig()  # nominal: the middle of every range (rig.yaml); frames carry their scene's
         self.calibrations = [self.rig[camera.name] for camera in config.cameras]
         # Each camera fires when the spinning beam passes the middle of its view, as on nuScenes.
         self.trigger_s = {camera.name: config.lidar.time_at(camera.yaw_deg) for camera in config.cameras}
         self._scene_key: tuple[str, int] | None = None
         self._scene: Scene | None = None
+        self._sensors: SceneSensors | None = None
 
     def locate(self, index: int) -> tuple[int, int]:
         """(scene, step) of frame `index`."""
@@ -97,32 +115,46 @@ class SyntheticGenerator:
         scene_index, step = self.locate(index)
         return f"s{scene_index:03d}_{step:03d}"
 
-    def scene(self, split: str, scene_index: int) -> Scene:
+    def _build(self, split: str, scene_index: int) -> None:
         key = (split, scene_index)
         if self._scene_key != key:
+            draws = np.random.default_rng([self.seed, split_key(split), scene_index, SENSOR_STREAM])
+            drawn = self.config.draw(draws)
+            dead_beams = draws.random(drawn.lidar.beams) < drawn.lidar.beam_dropout
+            rig = drawn.rig()
+            sensors = SceneSensors(drawn, rig, [rig[c.name] for c in drawn.cameras], dead_beams)
             rng = np.random.default_rng([self.seed, split_key(split), scene_index])
-            self._scene, self._scene_key = build_scene(self.config, rng), key
+            self._scene, self._sensors, self._scene_key = build_scene(drawn, rng), sensors, key
+
+    def scene(self, split: str, scene_index: int) -> Scene:
+        self._build(split, scene_index)
         return self._scene
+
+    def sensors(self, split: str, scene_index: int) -> SceneSensors:
+        """The scene's drawn sensors (domain randomisation; without it, the config's)."""
+        self._build(split, scene_index)
+        return self._sensors
 
     def sample(self, split: str, index: int) -> SyntheticSample:
         """Frame `index` of `split` with its class images."""
         scene_index, step = self.locate(index)
-        scene = self.scene(split, scene_index)
+        scene, sensors = self.scene(split, scene_index), self.sensors(split, scene_index)
+        config, rig = sensors.config, sensors.rig
         rng = np.random.default_rng([self.seed, split_key(split), scene_index, step + 1])
-        stamp = step * self.config.sequence.frame_interval_s
-        sweep = lidar.scan(scene, self.config.lidar, stamp, rng)
+        stamp = step * config.sequence.frame_interval_s
+        sweep = lidar.scan(scene, config.lidar, stamp, rng, sensors.dead_beams)
         image_stamps = {name: stamp + offset for name, offset in self.trigger_s.items()}
         image_poses = dict(
             zip(image_stamps, scene.trajectory.poses(list(image_stamps.values())), strict=True)
         )
         images, class_images = camera.render(
-            scene, self.config.cameras, self.calibrations, list(image_poses.values()), rng
+            scene, config.cameras, sensors.calibrations, list(image_poses.values()), rng
         )
         frame = Frame(
             points=sweep.points,
             channels=lidar.CHANNELS,
-            rig=self.rig,
-            images=dict(zip(self.rig.names, images, strict=True)),
+            rig=rig,
+            images=dict(zip(rig.names, images, strict=True)),
             labels=sweep.labels,
             classes=CLASS_SET,
             stamp=stamp,
@@ -131,7 +163,7 @@ class SyntheticGenerator:
             image_poses=image_poses,
             name=f"{split}/{self.stem(index)}",
         )
-        class_images = dict(zip(self.rig.names, class_images, strict=True))
+        class_images = dict(zip(rig.names, class_images, strict=True))
         return SyntheticSample(frame, class_images, sweep.surface, scene)
 
 
@@ -161,9 +193,11 @@ def generate(
     counts: dict[str, int],
     workers: int = 1,
     config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> dict[str, list[str]]:
     """Write `counts[split]` frames of each split under `root`, then split.yaml; returns the frame stems.
-    `config_file`, the --config the config was loaded from, is recorded so the command can be retold.
+    `config_file` and `overrides`, the --config and --set the config was made from, are recorded so the
+    command can be retold (the full config is recorded as well).
 
     split.yaml comes last, so that an interrupted run leaves no data set that looks complete.
     """
@@ -186,8 +220,11 @@ def generate(
             for task in tasks:
                 frames[task[0]].append(_write_one(task))
                 progress.update()
-    write_split(root, config, seed, frames, config_file)
+    write_split(root, config, seed, frames, config_file, overrides)
     return frames
+
+
+SPLITS = ("train", "val", "test")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,15 +233,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="folder of the data set")
     parser.add_argument("--train", type=int, default=0, help="number of training frames")
     parser.add_argument("--val", type=int, default=0, help="number of validation frames")
+    parser.add_argument(
+        "--test", type=int, default=0, help="number of test frames (scenes of their own, never for selection)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", type=Path, default=None, help="YAML overlaid on config/synthetic.yaml")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value after --config, e.g. lidar.azimuth_steps=540 (repeatable; values are YAML)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes (each builds its own scenes)")
     args = parser.parse_args(argv)
-    if args.train < 0 or args.val < 0 or args.train + args.val == 0:
-        parser.error("ask for at least one frame: --train N and/or --val M")
-    config = load_config(args.config)
-    counts = {split: count for split, count in (("train", args.train), ("val", args.val)) if count}
-    frames = generate(args.out, config, args.seed, counts, max(1, args.workers), args.config)
+    counts = {split: getattr(args, split) for split in SPLITS}
+    if any(count < 0 for count in counts.values()) or not any(counts.values()):
+        parser.error("ask for at least one frame: --train N, --val M and/or --test K")
+    try:
+        config = load_config(args.config, parse_overrides(args.overrides))
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    counts = {split: count for split, count in counts.items() if count}
+    frames = generate(args.out, config, args.seed, counts, max(1, args.workers), args.config, args.overrides)
     summary = ", ".join(f"{len(stems)} {split}" for split, stems in frames.items())
     print(f"{args.out}: {summary} frames (seed {args.seed})")
     return 0

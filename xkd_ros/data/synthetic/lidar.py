@@ -21,8 +21,13 @@ CHANNELS = ("x", "y", "z", INTENSITY, RING, TIME)
 REFERENCE_RANGE_M = 20.0  # range at which `weak_return` is the reflectivity * cos(incidence) threshold
 
 
+def middle(bounds: tuple[float, float]) -> float:
+    """A range's middle: its value once `SyntheticConfig.draw` has drawn it (lo == hi)."""
+    return (bounds[0] + bounds[1]) / 2
+
+
 def beam_elevations(config: LidarConfig) -> np.ndarray:
-    """Elevation (radians) of each beam, lowest first: ring 0 is the lowest beam, as Velodyne numbers them."""
+    """Elevation (radians) of each beam, lowest first (ring 0 with `ring_order: bottom_up`, as Velodyne)."""
     return np.deg2rad(np.linspace(*config.elevation_deg, config.beams))
 
 
@@ -42,12 +47,20 @@ class Sweep:
     surface: np.ndarray
 
 
-def scan(scene: Scene, config: LidarConfig, stamp: float, rng: np.random.Generator) -> Sweep:
+def scan(
+    scene: Scene,
+    config: LidarConfig,
+    stamp: float,
+    rng: np.random.Generator,
+    dead_beams: np.ndarray | None = None,
+) -> Sweep:
     """One sweep starting at `stamp` (seconds of the drive).
 
-    Returns are lost beyond max range, below min range (the car's own body), at random (`dropout`) and
-    where too little light comes back (dark or grazing surfaces far away). Range noise is along the beam.
-    Intensity (0..intensity_scale) follows the material's reflectivity and the angle of incidence.
+    Returns are lost beyond max range, below min range (the car's own body), at random (`dropout`), where
+    too little light comes back (dark or grazing surfaces far away) and on the beams `dead_beams` (bool per
+    ring) marks. Range noise is along the beam. Intensity (0..intensity_scale) follows the material's
+    reflectivity and the angle of incidence (`incidence_floor`), with log-normal noise (`intensity_noise`),
+    times `intensity_gain` and raised to `intensity_gamma` (the config's drawn values: the range's middle).
     """
     times = firing_times(config)
     azimuth = config.azimuth_at(times)[:, None]
@@ -79,6 +92,8 @@ def scan(scene: Scene, config: LidarConfig, stamp: float, rng: np.random.Generat
         & (signal >= config.weak_return)
         & (lost >= config.dropout)
     )
+    if dead_beams is not None and dead_beams.any():
+        keep &= ~np.tile(dead_beams, config.azimuth_steps)
     index = np.flatnonzero(keep)
     measured = distance[index] + config.range_noise_m * range_noise[index]
     if config.deskew:
@@ -87,10 +102,19 @@ def scan(scene: Scene, config: LidarConfig, stamp: float, rng: np.random.Generat
         xyz = (world - translation) @ rotation
     else:
         xyz = measured[:, None] * local.reshape(-1, 3)[index]
-    intensity = config.intensity_scale * np.clip(
-        reflectivity[index] * (0.3 + 0.7 * cos_incidence[index]) * np.exp(0.1 * intensity_noise[index]), 0, 1
+    floor, gain, gamma = config.incidence_floor, middle(config.intensity_gain), middle(config.intensity_gamma)
+    strength = np.clip(
+        gain
+        * reflectivity[index]
+        * (floor + (1 - floor) * cos_incidence[index])
+        * np.exp(config.intensity_noise * intensity_noise[index]),
+        0,
+        1,
     )
-    column, ring = np.divmod(index, config.beams)
+    intensity = config.intensity_scale * (strength if gamma == 1 else strength**gamma)
+    column, ring = np.divmod(index, config.beams)  # ring: the beam, lowest first
+    if config.ring_order == "top_down":
+        ring = config.beams - 1 - ring
     points = np.column_stack([xyz, intensity, ring, times[column]]).astype(np.float32)
     surface = origins[index] + distance[index, None] * directions[index]
     return Sweep(points, scene.face_class[face[index]], surface)

@@ -22,11 +22,10 @@ import trimesh
 from trimesh.ray.ray_pyembree import RayMeshIntersector
 
 from xkd_ros.data.classes import load_class_set
-from xkd_ros.data.synthetic.config import Range, SceneConfig, SyntheticConfig
+from xkd_ros.data.synthetic.config import CLASS_SET, Range, SceneConfig, SyntheticConfig
 from xkd_ros.data.synthetic.noise import value_noise
 from xkd_ros.data.synthetic.trajectory import EgoTrajectory
 
-CLASS_SET = "synthetic"
 CLASS_NAMES = load_class_set(CLASS_SET).names
 CLASS_ID = {name: index for index, name in enumerate(CLASS_NAMES)}
 PARAMS = 6  # texture parameters per material
@@ -814,7 +813,7 @@ def build_scene(config: SyntheticConfig, rng: np.random.Generator) -> Scene:
         weave_m=u(*config.ego.weave_m),
         period_s=u(*config.ego.weave_period_s),
         phase=u(0, 2 * np.pi),
-        height_m=config.lidar.height_m,
+        height_m=config.lidar.mount_height,
     )
     texture_seed = int(rng.integers(1 << 30))
 
@@ -844,7 +843,24 @@ def build_scene(config: SyntheticConfig, rng: np.random.Generator) -> Scene:
     sun = np.array(
         [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
     )
-    return b.build(sun, trajectory, texture_seed)
+    scene = b.build(sun, trajectory, texture_seed)
+    if config.lidar.reflectivity:  # drawn last: the rest of the scene is the same with or without bands
+        apply_reflectivity_bands(scene, config.lidar.reflectivity, rng)
+    return scene
+
+
+def apply_reflectivity_bands(scene: Scene, bands: dict[str, Range], rng: np.random.Generator) -> None:
+    """Give every material of a class with a band a reflectivity drawn uniformly from it (in place).
+
+    With bands that do not overlap, the LiDAR's intensity tells those classes apart (the neutral regime,
+    config/synthetic_neutral.yaml). Each material belongs to one class (objects make their own materials).
+    """
+    material_class = np.full(len(scene.materials.reflectivity), -1, dtype=np.int64)
+    material_class[scene.face_material] = scene.face_class
+    draws = rng.random(len(material_class)).astype(np.float32)
+    for name, (low, high) in bands.items():
+        chosen = material_class == CLASS_ID[name]
+        scene.materials.reflectivity[chosen] = low + (high - low) * draws[chosen]
 
 
 def add_slab(b: SceneBuilder, side: Side, x: Range, y: Range, material: int) -> None:
