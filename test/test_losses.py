@@ -14,6 +14,7 @@ from xkd_ros.train.losses import (  # noqa: E402  (after the skip: torch is the 
     info_nce,
     lovasz_softmax,
     segmentation_loss,
+    superpixel_info_nce,
 )
 
 
@@ -185,3 +186,64 @@ def test_distillation_detaches_the_teacher_and_respects_the_mask():
     assert torch.all(student.grad[~mask] == 0)
     empty = distillation_loss(student, teacher, 1.0, torch.zeros(6, dtype=torch.bool))
     assert empty.item() == 0.0
+
+
+# ---- superpixel InfoNCE (SLidR) ---------------------------------------------------------------------------
+def quadrant_case(match: bool):
+    """One frame, two cameras, 8x8 superpixel maps of 4 quadrants (ids 0..3) and a 4x4 embedding map whose
+    quadrants carry 4 orthogonal directions; 3 points in each quadrant of camera 0, and a point of quadrant
+    1 also seen by camera 1. `match`: a point's embedding is its quadrant's direction, else the next one's."""
+    directions = torch.eye(4)
+    quadrant = torch.tensor([[0, 1], [2, 3]]).repeat_interleave(4, 0).repeat_interleave(4, 1)
+    superpixels = torch.stack([quadrant, quadrant])
+    image_embedding = directions[quadrant[::2, ::2]].permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    centres = {0: (-0.5, -0.5), 1: (0.5, -0.5), 2: (-0.5, 0.5), 3: (0.5, 0.5)}
+    uv, owners = [], []
+    for q, (u, v) in centres.items():
+        for offset in (-0.1, 0.0, 0.1):
+            uv.append([[u + offset, v], [0.0, 0.0]])
+            owners.append(q)
+    uv.append([[0.0, 0.0], [0.5, -0.5]])  # seen by camera 1 only, in its quadrant 1
+    owners.append(1)
+    point_uv = torch.tensor(uv)
+    visible = torch.zeros(len(uv), 2)
+    visible[:-1, 0] = 1
+    visible[-1, 1] = 1
+    owners = torch.tensor(owners)
+    points = directions[owners if match else (owners + 1) % 4]
+    return points, image_embedding, superpixels, point_uv, visible, torch.zeros(len(uv), dtype=torch.long)
+
+
+def test_superpixel_info_nce_prefers_matching_pools():
+    matched = superpixel_info_nce(*quadrant_case(True), temperature=0.1)
+    shuffled = superpixel_info_nce(*quadrant_case(False), temperature=0.1)
+    # each pool finds its pair, but the two quadrant-1 superpixels (one per camera, the same direction)
+    # are each other's equally good negatives (SLidR's known same-class failure): log 2 for 2 of 5 rows
+    assert matched.item() == pytest.approx(2 * math.log(2) / 5, abs=1e-3)
+    assert shuffled > 2.0
+    # 4 superpixels of camera 0 + 1 of camera 1, each its pooled pair: log(5) at zero similarity everywhere
+    points, image, *rest = quadrant_case(True)
+    flat = superpixel_info_nce(points * 0 + 1, image * 0 + 1, *rest, temperature=1.0)
+    assert flat.item() == pytest.approx(math.log(5), abs=1e-5)
+
+
+def test_superpixel_info_nce_pools_before_comparing():
+    """Points of one superpixel pointing different ways pool to their mean: the loss sees only the mean."""
+    points, image, superpixels, uv, visible, frame = quadrant_case(True)
+    spread = points.clone()
+    spread[0:3] = torch.tensor([[1.0, 0.5, 0, 0], [1.0, -0.5, 0, 0], [1.0, 0, 0, 0]])  # mean: direction 0
+    spread[0:3] = torch.nn.functional.normalize(spread[0:3], dim=1) * torch.tensor([[1.0], [1.0], [1.0]])
+    pooled = points.clone()
+    pooled[0:3] = spread[0:3].mean(0)
+    a = superpixel_info_nce(spread, image, superpixels, uv, visible, frame, temperature=0.1)
+    b = superpixel_info_nce(pooled, image, superpixels, uv, visible, frame, temperature=0.1)
+    assert a.item() == pytest.approx(b.item(), abs=1e-6)
+
+
+def test_superpixel_info_nce_without_visible_points_is_a_connected_zero():
+    points, image, superpixels, uv, visible, frame = quadrant_case(True)
+    points.requires_grad_(True)
+    loss = superpixel_info_nce(points, image, superpixels, uv, visible * 0, frame)
+    loss.backward()
+    assert loss.item() == 0
+    assert points.grad is not None

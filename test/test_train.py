@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -14,14 +15,17 @@ import torch
 from conftest import REPO
 
 from xkd_ros.data import open_frames
+from xkd_ros.data.classes import IGNORE_INDEX
 from xkd_ros.data.synthetic.generator import main as synthesize
 from xkd_ros.export import read_metadata, sha256
 from xkd_ros.inference import BackendError, choose_backend, create_backend
+from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.preprocess import MOVED_TO_RIG, PreprocessConfig, prepare_frame
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.train.cli import main as xkd_train
 from xkd_ros.train.data import PreparedFrames, ShapeBatches, collate, labelled_subset
 from xkd_ros.train.experiment import ExperimentConfig
+from xkd_ros.train.trainer import Trainer
 
 TINY = REPO / "config/train/tiny.yaml"
 
@@ -34,8 +38,9 @@ def split(tmp_path_factory):
         "camera: {width: 160, height: 90}\nlidar: {azimuth_steps: 360}\nsequence: {frames_per_scene: 3}\n"
     )
     synthesize(
-        ["--out", str(root / "split"), "--train", "4", "--val", "2", "--seed", "1", "--config", str(small)]
-    )
+        ["--out", str(root / "split"), "--train", "4", "--val", "2", "--test", "2", "--seed", "1",
+         "--config", str(small)]
+    )  # fmt: skip
     return root / "split"
 
 
@@ -260,3 +265,210 @@ def test_backend_errors_name_the_problem(trained, tmp_path):
     wrong["point_index"] = np.zeros((3, 2), np.int32)
     with pytest.raises(BackendError, match="input 'point_index' must be 2-d int64, got 2-d int32"):
         backend.infer(wrong)
+
+
+# ---- issue 12: test split, augmentation, unlabelled distillation, teacher KD, superpixels, init, sizes ----
+
+
+def test_the_test_split_is_scored_once_from_best_pt(split, tmp_path):
+    """Selection on validation, the score on the test split: metrics.json says both, and which step."""
+    assert xkd_train(["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}",
+                      "pretrain.steps=1", "data.test={split: test}"]) == 0  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert metrics["test_step"] == metrics["best"]["step"] == best["step"]
+    assert metrics["best"]["deployed"] == best["validation"]["deployed"]
+    assert metrics["last"]["step"] == 4
+    assert metrics["last"]["deployed"] == metrics["deployed"]  # the validation keys stay as they were
+    assert set(metrics["test"]) == {"lidar", "fused", "deployed"}
+    assert list(metrics["test_per_root"]) == [str(split)]
+    assert metrics["test_per_root"][str(split)] == metrics["test"]  # one root: the same
+    assert metrics["training_seconds"] > 0
+
+
+def test_the_test_score_comes_from_best_pt_not_the_last_weights(split, tmp_path):
+    import xkd_ros.train.trainer as trainer
+
+    config = ExperimentConfig.load(
+        TINY, [f"data.root={split}", "pretrain.steps=0", "finetune.steps=2", "data.test={split: val}"]
+    )
+    run = trainer.Trainer(config, tmp_path)
+    run.fit()
+    other = build_model(run.model_config)  # weights no step produced, written as if selected at step 99
+    save_checkpoint({**run._state(), "model": other.state_dict(), "step": 99}, tmp_path / trainer.BEST)
+    result = run.test()
+    assert result["test_step"] == 99
+    data = run.test_data[str(split)]
+    assert result["test"] == run._scores(run._confusions(other, data))
+    assert result["test"] != run._scores(run._confusions(run.model, data))
+
+
+def test_a_root_without_test_frames_is_an_error_naming_it(split, tmp_path):
+    config = ExperimentConfig.load(TINY, [f"data.root={split}", "data.test={split: nowhere}"])
+    with pytest.raises((ValueError, FileNotFoundError), match=str(split)):
+        Trainer(config, tmp_path)
+
+
+def test_augmented_unlabelled_training_runs_the_label_free_losses_on_unlabelled_frames(
+    split, tmp_path, monkeypatch
+):
+    """finetune.unlabelled_batches: each step also draws frames without labels, on which only the
+    distillation runs (logged as unlabelled_distill); augmentation is on for all training batches."""
+    seen = []
+    original = Trainer._unlabelled_terms
+
+    def spy(self, batches):
+        seen.extend(batch["labels"] for batch in batches)
+        return original(self, batches)
+
+    monkeypatch.setattr(Trainer, "_unlabelled_terms", spy)
+    assert xkd_train(["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}",
+                      "finetune.unlabelled_batches=1", "augment.rotate=true", "augment.flip=true",
+                      "augment.scale=[0.95, 1.05]", "augment.point_dropout=0.1", "augment.image_crop=0.8",
+                      "augment.color_jitter=0.2"]) == 0  # fmt: skip
+    rows = [r for r in log_rows(tmp_path) if r["stage"] == "finetune"]
+    assert len(rows) == 4
+    assert all(float(r["unlabelled_distill"]) > 0 for r in rows)
+    assert len(seen) == 4
+    assert all((labels == IGNORE_INDEX).all() for labels in seen)  # frames without labels only
+    with pytest.raises(ValueError, match=r"finetune\.unlabelled_batches: 1 but every training frame"):
+        Trainer(ExperimentConfig.load(TINY, [f"data.root={split}", "data.label_fraction=1",
+                                             "finetune.unlabelled_batches=1"]), tmp_path / "x")  # fmt: skip
+
+
+def test_augmentation_draws_repeat_per_step_and_differ_between_steps(split, tmp_path):
+    config = ExperimentConfig.load(
+        TINY, [f"data.root={split}", "augment.rotate=true", "augment.point_dropout=0.2"]
+    )
+    run = Trainer(config, tmp_path)
+    items = [run.train_data[0]]
+    first, again = run._batch(items, "finetune", 3, 0), run._batch(items, "finetune", 3, 0)
+    later = run._batch(items, "finetune", 4, 0)
+    assert torch.equal(first["point_features"], again["point_features"])
+    assert first["point_features"].shape != later["point_features"].shape or not torch.equal(
+        first["point_features"], later["point_features"]
+    )
+    plain = Trainer(ExperimentConfig.load(TINY, [f"data.root={split}"]), tmp_path / "plain")
+    assert torch.equal(plain._batch(items, "finetune", 3, 0)["point_features"],
+                       torch.from_numpy(items[0].inputs.point_features))  # fmt: skip
+    assert not run.val_data.superpixels
+    assert run.val_data.teacher is None
+
+
+class FakeTeacher:
+    """A frozen teacher stand-in: class = 1 where the point is high, else 0 (3 classes), on seen points."""
+
+    NUM_CLASSES = 3
+    fingerprint = "fake-1"
+    calls = 0
+
+    def point_targets(self, images, point_uv, point_visible):
+        FakeTeacher.calls += 1
+        seen = (point_visible > 0).any(1)
+        probabilities = np.full((len(point_uv), 3), 0.05, dtype=np.float16)
+        probabilities[:, 0] = np.where(point_uv[:, 0, 1] < 0, 0.9, 0.05)
+        probabilities[:, 1] = 1 - probabilities[:, 0] - 0.05
+        return probabilities, seen
+
+
+def test_teacher_targets_are_distilled_in_both_stages_and_cached(split, tmp_path, monkeypatch):
+    import xkd_ros.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "build_teacher", lambda config: FakeTeacher())
+    FakeTeacher.calls = 0
+    args = ["--config", str(TINY), "--set", f"data.root={split}", "teacher.kind=espnet_cityscapes",
+            "finetune.unlabelled_batches=1", "pretrain.steps=2", "finetune.steps=2"]  # fmt: skip
+    assert xkd_train([*args, "--out", str(tmp_path / "a")]) == 0
+    rows = log_rows(tmp_path / "a")
+    assert all(float(r["teacher_kd"]) > 0 for r in rows)  # both stages
+    assert all(float(r["unlabelled_teacher_kd"]) > 0 for r in rows if r["stage"] == "finetune")
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["teacher_targets"]["computed"] == FakeTeacher.calls == 4  # every training frame once
+    assert load_checkpoint(tmp_path / "a" / "best.pt")["model_config"]["teacher_classes"] == 3
+    cache = tmp_path / ".teacher_cache" / "fake-1"
+    assert len(list(cache.glob("*.npz"))) == 4
+    assert xkd_train([*args, "--out", str(tmp_path / "b")]) == 0  # another run (seed, row): from the cache
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert (metrics["teacher_targets"]["computed"], metrics["teacher_targets"]["cached"]) == (0, 4)
+    assert FakeTeacher.calls == 4
+
+
+def test_superpixel_pairs_pretrain(split, tmp_path):
+    assert xkd_train(["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}",
+                      "pretrain.pairs=superpixel", "pretrain.superpixels=30", "pretrain.steps=2",
+                      "data.max_train_frames=2", "finetune.steps=1"]) == 0  # fmt: skip
+    rows = [r for r in log_rows(tmp_path) if r["stage"] == "pretrain"]
+    assert len(rows) == 2
+    assert all(float(r["superpixel_nce"]) > 0 and r["info_nce"] == "" for r in rows)
+
+
+def test_init_checkpoint_loads_matching_weights(trained, split, tmp_path):
+    args = ["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}", "pretrain.steps=0",
+            "finetune.steps=1", "finetune.lr=0", "finetune.weight_decay=0",
+            f"init.checkpoint={trained / 'best.pt'}"]  # fmt: skip
+    assert xkd_train(args) == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())["init"]
+    assert report["loaded"] == report["of"] > 0
+    assert report["reinitialised"] == []
+    source = load_checkpoint(trained / "best.pt")["model"]
+    started = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    convolutions = [name for name in source if name.endswith("weight") and source[name].ndim == 4]
+    assert all(torch.equal(started[name], source[name]) for name in convolutions)  # lr 0: as loaded
+
+
+def test_load_matching_reinitialises_heads_of_another_class_count(trained):
+    from xkd_ros.train.trainer import load_matching
+
+    state = load_checkpoint(trained / "best.pt")
+    config = ModelConfig.from_dict({**state["model_config"], "num_classes": 19})
+    model = build_model(config)
+    fresh = {name: value.clone() for name, value in model.state_dict().items()}
+    report = load_matching(model, state["model"], "best.pt")
+    changed = {name for name, value in model.state_dict().items() if not torch.equal(value, fresh[name])}
+    assert report["reinitialised"]
+    assert all("head" in name for name in report["reinitialised"])
+    assert not changed & set(report["reinitialised"])  # the heads keep their fresh weights
+    assert report["loaded"] == report["of"] - len(report["reinitialised"])
+    assert set(report["unused"]) == set(report["reinitialised"])
+
+
+def test_a_fresh_run_loads_the_pretrained_backbone_and_a_resumed_one_does_not(split, tmp_path, monkeypatch):
+    import xkd_ros.model.backbones as backbones
+
+    calls = []
+    monkeypatch.setattr(backbones, "load_backbone_weights", lambda model: calls.append(model) or "loaded 7")
+    args = ["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}", "pretrain.steps=0",
+            "model.image_backbone=efficientnet_lite0"]  # fmt: skip
+    assert xkd_train([*args, "finetune.steps=1"]) == 0
+    assert len(calls) == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["backbone"] == "loaded 7"
+    assert xkd_train([*args, "finetune.steps=2"]) == 0  # resumed: the checkpoint's weights, not ImageNet's
+    assert len(calls) == 1
+
+
+def test_size_switch_applies_its_overrides_before_set(tmp_path, capsys):
+    path = tmp_path / "sized.yaml"
+    path.write_text(TINY.read_text() + "sizes: {full: [finetune.steps=20000, pretrain.steps=5000]}\n")
+    config = ExperimentConfig.load(path, ["pretrain.steps=7"], size="full")
+    assert (config.finetune.steps, config.pretrain.steps) == (20000, 7)  # --set wins over the size
+    assert ExperimentConfig.load(path).finetune.steps == 4  # without --size: the file's own scale
+    with pytest.raises(ValueError, match=r"no size 'huge' in its sizes \(there are: \['full'\]\)"):
+        ExperimentConfig.load(path, size="huge")
+    with pytest.raises(SystemExit):
+        xkd_train(["--config", str(path), "--size", "huge"])
+    assert "no size 'huge'" in capsys.readouterr().err
+
+
+def test_new_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"pretrain\.pairs: expected one of"):
+        ExperimentConfig.load(TINY, ["pretrain.pairs=voxel"])
+    with pytest.raises(ValueError, match=r"teacher\.kind: expected one of"):
+        ExperimentConfig.load(TINY, ["teacher.kind=dino"])
+    with pytest.raises(ValueError, match=r"finetune\.unlabelled_batches: must be >= 0"):
+        ExperimentConfig.load(TINY, ["finetune.unlabelled_batches=-1"])
+    defaults = ExperimentConfig.load(TINY)  # today's configs mean what they did
+    assert (defaults.pretrain.pairs, defaults.teacher.kind, defaults.finetune.unlabelled_batches) == (
+        "pixel", "none", 0)  # fmt: skip
+    assert not defaults.augment.active
+    assert defaults.data.test == {}
+    assert defaults.init.checkpoint == ""

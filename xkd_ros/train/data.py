@@ -3,7 +3,8 @@ batched by shape so that frames of several rigs (beam counts, camera counts) tra
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,25 +13,51 @@ from xkd_ros.data.classes import IGNORE_INDEX
 from xkd_ros.data.frame import Frame
 from xkd_ros.preprocess import NetworkInputs, PreprocessConfig, batch, prepare_frame
 
+# Per-point extras (first axis N: cut with the points by augmentation) and per-image ones ((M, h, w)).
+POINT_EXTRAS = ("teacher", "teacher_seen")
+IMAGE_EXTRAS = ("superpixels",)
+# (frame, its inputs) -> (N, C) float16 teacher probabilities, (N,) bool seen (train.teacher.TeacherTargets)
+TeacherFunction = Callable[[Frame, NetworkInputs], tuple[np.ndarray, np.ndarray]]
+
+
+class Item(NamedTuple):
+    """One training frame: network inputs, per-point labels (IGNORE_INDEX where unlabelled) and extras:
+    "superpixels" (M, h, w) int32 SLIC ids of each network-size image, "teacher" (N, C) float16 and
+    "teacher_seen" (N,) bool the frozen 2-D teacher's per-point probabilities - those asked for."""
+
+    inputs: NetworkInputs
+    labels: np.ndarray
+    extras: dict[str, np.ndarray]
+
 
 class PreparedFrames(torch.utils.data.Dataset):
     """Pre-processed frames and their labels; frames outside `labelled` carry IGNORE_INDEX everywhere.
 
-    Pre-processing runs once per frame, on first use: the 2-core budget goes to the network.
+    Pre-processing runs once per frame, on first use: the 2-core budget goes to the network. So do the
+    extras: `superpixels` > 0 adds SLIC superpixels of that many segments per image, `teacher` the frozen
+    teacher's per-point targets.
     """
 
-    def __init__(self, frames: Sequence[Frame], config: PreprocessConfig, labelled: np.ndarray | None = None):
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        config: PreprocessConfig,
+        labelled: np.ndarray | None = None,
+        superpixels: int = 0,
+        teacher: TeacherFunction | None = None,
+    ):
         self.frames = frames
         self.config = config
         self.labelled = (
             np.ones(len(frames), dtype=bool) if labelled is None else np.asarray(labelled, dtype=bool)
         )
-        self._cache: dict[int, tuple[NetworkInputs, np.ndarray]] = {}
+        self.superpixels, self.teacher = superpixels, teacher
+        self._cache: dict[int, Item] = {}
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int) -> tuple[NetworkInputs, np.ndarray]:
+    def __getitem__(self, index: int) -> Item:
         if index not in self._cache:
             frame = self.frames[index]
             inputs = prepare_frame(frame, self.config)
@@ -38,7 +65,14 @@ class PreparedFrames(torch.utils.data.Dataset):
                 labels = np.full(inputs.num_points, IGNORE_INDEX, dtype=np.uint8)
             else:
                 labels = np.where(inputs.point_valid, frame.labels, IGNORE_INDEX).astype(np.uint8)
-            self._cache[index] = (inputs, labels)
+            extras = {}
+            if self.superpixels:
+                from xkd_ros.train.superpixels import slic_superpixels
+
+                extras["superpixels"] = slic_superpixels(inputs.images, self.superpixels, self.config)
+            if self.teacher is not None:
+                extras["teacher"], extras["teacher_seen"] = self.teacher(frame, inputs)
+            self._cache[index] = Item(inputs, labels, extras)
         return self._cache[index]
 
     def shape_key(self, index: int) -> tuple[int, int]:
@@ -112,9 +146,15 @@ def labelled_subset(num_frames: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def collate(items: Sequence[tuple[NetworkInputs, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Batch of frames as tensors (preprocess.batch layout) plus `labels` (P,) int64."""
-    arrays = batch([inputs for inputs, _ in items])
+def collate(items: Sequence[Item]) -> dict[str, torch.Tensor]:
+    """Batch of frames as tensors (preprocess.batch layout) plus `labels` (P,) int64 and the extras every
+    item has: superpixels (frames * M, h, w) int64, teacher (P, C) float32, teacher_seen (P,) bool."""
+    arrays = batch([item[0] for item in items])
     tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
-    tensors["labels"] = torch.from_numpy(np.concatenate([labels for _, labels in items]).astype(np.int64))
+    tensors["labels"] = torch.from_numpy(np.concatenate([item[1] for item in items]).astype(np.int64))
+    shared = set.intersection(*(set(item[2]) if len(item) > 2 else set() for item in items))
+    for name in sorted(shared):
+        joined = np.concatenate([item[2][name] for item in items])
+        dtype = {"superpixels": np.int64, "teacher": np.float32}.get(name, joined.dtype)
+        tensors[name] = torch.from_numpy(joined.astype(dtype, copy=False))
     return tensors

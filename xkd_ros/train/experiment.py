@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+PAIRS = ("pixel", "superpixel")
+TEACHERS = ("none", "espnet_cityscapes")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -22,6 +25,9 @@ class DataConfig:
     root: str | list[str] = field(default="out/synth", metadata={"or_list": True})
     train: dict[str, Any] = field(default_factory=lambda: {"split": "train"})  # open_frames options
     val: dict[str, Any] = field(default_factory=lambda: {"split": "val"})
+    # Held-out test frames of every root (open_frames options, e.g. {split: test}); empty: none. Never used
+    # for model selection: best.pt is chosen on `val`, then scored once on these.
+    test: dict[str, Any] = field(default_factory=dict)
     label_fraction: float = 1.0  # share of training frames whose labels fine-tuning may use
     max_train_frames: int = 0  # per root; 0: all
     max_val_frames: int = 0
@@ -41,6 +47,16 @@ class PretrainConfig:
     batch_size: int = 2
     temperature: float = 0.07
     max_pairs: int = 4096
+    # "pixel": point-pixel pairs (one per point and camera that sees it); "superpixel": SLidR's pairs, point
+    # and pixel embeddings averaged over the SLIC superpixels of each camera image
+    pairs: str = "pixel"
+    superpixels: int = 150  # SLIC segments per camera image ("superpixel" pairs)
+
+    def __post_init__(self) -> None:
+        if self.pairs not in PAIRS:
+            raise ValueError(f"pretrain.pairs: expected one of {PAIRS}, got {self.pairs!r}")
+        if self.superpixels < 1:
+            raise ValueError(f"pretrain.superpixels: must be >= 1, got {self.superpixels}")
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,80 @@ class FinetuneConfig:
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
     class_weights: str = "inverse_sqrt"  # "inverse_sqrt" frequency on the labelled frames, or "none"
+    # batches of frames WITHOUT labels drawn beside each labelled one: only the label-free losses run on them
+    # (fused -> LiDAR distillation, teacher KD), so the unlabelled frames keep teaching after pretraining
+    unlabelled_batches: int = 0
+
+    def __post_init__(self) -> None:
+        if self.unlabelled_batches < 0:
+            raise ValueError(f"finetune.unlabelled_batches: must be >= 0, got {self.unlabelled_batches}")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """A frozen 2-D teacher distilled into the 3-D branch (2-D -> 3-D knowledge distillation): its per-pixel
+    class probabilities, sampled at every point a camera sees, are the target of the model's teacher head
+    (KL at `temperature`, times `weight`), in both stages and on every frame, labelled or not.
+
+    kind: "none" or "espnet_cityscapes" (xkd_ros.model.teachers.EspnetTeacher, Cityscapes' 19 classes + void).
+    path: the teacher's weights ("": its default lookup); width, height: the teacher's input size.
+    cache: folder of the per-frame targets, keyed on the teacher's fingerprint and the frame's content, so
+        seeds and rows reuse them ("": <run folder>/../.teacher_cache).
+    """
+
+    kind: str = "none"
+    weight: float = 1.0
+    temperature: float = 1.0
+    path: str = ""
+    width: int = 512
+    height: int = 256
+    cache: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEACHERS:
+            raise ValueError(f"teacher.kind: expected one of {TEACHERS}, got {self.kind!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"teacher.temperature: must be positive, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-batch augmentation (never validation or test), seeded by (seed, stage, step): runs repeat.
+    Geometry moves the points, the range image and the labels together and leaves point_uv alone (the
+    point <-> pixel pairing is by index, as 2DPASS); image changes remap point_uv. Every default is off."""
+
+    rotate: bool = False  # random yaw about z, in whole range-image columns (exact)
+    flip: bool = False  # mirror y with probability 1/2
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # x, y, height and range times U(lo, hi)
+    point_dropout: float = 0.0  # share of points dropped (with their labels)
+    image_crop: float = 1.0  # random crop keeping >= this share of each image side, resized back; 1: off
+    color_jitter: float = 0.0  # brightness, contrast, saturation each times U(1 - j, 1 + j)
+
+    def __post_init__(self) -> None:
+        scale = self.scale
+        if not (
+            isinstance(scale, list | tuple) and len(scale) == 2 and 0 < float(scale[0]) <= float(scale[1])
+        ):
+            raise ValueError(f"augment.scale: expected [lo, hi] with 0 < lo <= hi, got {scale!r}")
+        if not 0 <= self.point_dropout < 1:
+            raise ValueError(f"augment.point_dropout: must be in [0, 1), got {self.point_dropout}")
+        if not 0 < self.image_crop <= 1:
+            raise ValueError(f"augment.image_crop: must be in (0, 1], got {self.image_crop}")
+        if not 0 <= self.color_jitter < 1:
+            raise ValueError(f"augment.color_jitter: must be in [0, 1), got {self.color_jitter}")
+
+    @property
+    def active(self) -> bool:
+        return self != AugmentConfig()
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Where a run's weights start (before any resume): `checkpoint` = a training checkpoint (best.pt ...)
+    whose tensors of matching name and shape are loaded; the rest (e.g. heads of another class count) keep
+    their fresh initialisation. For fine-tuning a synthetic model on one real scan. "": from scratch."""
+
+    checkpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +156,11 @@ class ExperimentConfig:
     model: dict[str, Any] = field(default_factory=dict)  # xkd_ros.model.ModelConfig (num_* filled in)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    # named override lists (`xkd-train --size full`): the same experiment at another scale
+    sizes: dict[str, list[str]] = field(default_factory=dict)
     validate_every: int = 100
     checkpoint_every: int = 50
     log_every: int = 10
@@ -76,9 +171,23 @@ class ExperimentConfig:
         return _build(cls, values or {}, f"{path}: " if path else "")
 
     @classmethod
-    def load(cls, path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-        """The YAML at `path`, with `key.sub=value` overrides (values parsed as YAML)."""
+    def load(cls, path: str | Path, overrides: list[str] = (), size: str = "") -> ExperimentConfig:
+        """The YAML at `path`, with `key.sub=value` overrides (values parsed as YAML); `size` names one of
+        the file's `sizes`, whose overrides come first (so `overrides` win).
+
+        One file serves both scales: without a size the reduced one that runs on 2 CPU cores, with e.g.
+        `--size full` the full one for GPUs under torchrun.
+        """
         values = yaml.safe_load(Path(path).read_text()) or {}
+        if size:
+            sizes = values.get("sizes") or {}
+            if size not in sizes:
+                raise ValueError(
+                    f"{path}: no size {size!r} in its sizes (there are: {sorted(sizes) or 'none'})"
+                )
+            if not isinstance(sizes[size], list) or not all(isinstance(item, str) for item in sizes[size]):
+                raise ValueError(f"{path}: sizes.{size}: expected a list of key.sub=value strings")
+            overrides = [*sizes[size], *overrides]
         for override in overrides:
             key, separator, text = override.partition("=")
             if not separator:

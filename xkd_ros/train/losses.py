@@ -1,6 +1,7 @@
-"""The training objectives: cross-modal InfoNCE (pretraining), cross-entropy + Lovasz-softmax (few-label
-fine-tuning) and the fused-to-LiDAR distillation KL. Each returns a scalar that is zero, with a gradient
-path, when there is nothing to learn from, so a step on an empty batch still runs."""
+"""The training objectives: cross-modal InfoNCE, pixel- or superpixel-level (pretraining), cross-entropy +
+Lovasz-softmax (few-label fine-tuning) and the distillation KL (fused -> LiDAR head, 2-D teacher -> 3-D).
+Each returns a scalar that is zero, with a gradient path, when there is nothing to learn from, so a step on
+an empty batch still runs."""
 
 from __future__ import annotations
 
@@ -109,3 +110,54 @@ def distillation_loss(
     student = functional.log_softmax(student_logits / temperature, dim=1)
     kl = functional.kl_div(student, teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
+
+
+def superpixel_info_nce(
+    point_embedding: Tensor,
+    image_embedding: Tensor,
+    superpixels: Tensor,
+    point_uv: Tensor,
+    point_visible: Tensor,
+    point_frame: Tensor,
+    temperature: float = 0.07,
+    max_superpixels: int = 4096,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """SLidR's superpixel-driven InfoNCE: symmetric, between superpixel-pooled point and pixel embeddings.
+
+    point_embedding (N, E); image_embedding (F*M, E, h', w') the pixel projection of every image's feature
+    map; superpixels (F*M, h, w) ids at the network image size (resized to h' x w' by nearest here);
+    point_uv (N, M, 2), point_visible (N, M), point_frame (N,) as in the batch. A superpixel's point
+    embedding is the mean over the (point, camera) pairs that fall in it - a point seen by two cameras counts
+    in a superpixel of each -, its pixel embedding the mean over its pixels; superpixels without a point
+    take no part, the other superpixels of the batch are the negatives. At most `max_superpixels` are drawn.
+    """
+    from xkd_ros.train.superpixels import point_superpixels
+
+    point_ids, rows, local = point_superpixels(superpixels, point_uv, point_visible, point_frame)
+    if point_ids.numel() == 0:
+        return _zero(point_embedding, image_embedding)
+    count = int(superpixels.max()) + 1  # ids per image: (image row, id) -> row * count + id
+    chosen, pair_group = torch.unique(rows * count + local, return_inverse=True)
+    groups, dim = chosen.numel(), point_embedding.shape[1]
+    points = point_embedding.new_zeros(groups, dim).index_add(0, pair_group, point_embedding[point_ids])
+    points = points / torch.bincount(pair_group, minlength=groups).clamp_min(1)[:, None]
+    images, _, height, width = image_embedding.shape
+    ids = functional.interpolate(superpixels[:, None].float(), size=(height, width), mode="nearest")
+    pixel_key = (torch.arange(images, device=ids.device)[:, None, None] * count + ids[:, 0].long()).flatten()
+    pixel_group = torch.searchsorted(chosen, pixel_key).clamp_max(groups - 1)
+    used = chosen[pixel_group] == pixel_key
+    flat = image_embedding.permute(0, 2, 3, 1).reshape(-1, dim)[used]
+    pixel_group = pixel_group[used]
+    pixels = image_embedding.new_zeros(groups, dim).index_add(0, pixel_group, flat)
+    pixel_count = torch.bincount(pixel_group, minlength=groups)
+    keep = torch.nonzero(pixel_count > 0).flatten()  # a superpixel too small for the feature map drops out
+    if keep.numel() > max_superpixels:
+        keep = keep[torch.randperm(keep.numel(), generator=generator, device=keep.device)[:max_superpixels]]
+    if keep.numel() == 0:
+        return _zero(point_embedding, image_embedding)
+    points = functional.normalize(points[keep], dim=1)
+    pixels = functional.normalize(pixels[keep] / pixel_count[keep, None], dim=1)
+    logits = points @ pixels.T / temperature
+    targets = torch.arange(keep.numel(), device=logits.device)
+    return (functional.cross_entropy(logits, targets) + functional.cross_entropy(logits.T, targets)) / 2
