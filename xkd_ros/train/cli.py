@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from xkd_ros.train.experiment import ExperimentConfig
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     out = args.out or Path("out/train") / config.name
-    result = train(config, out)
+    try:
+        result = train(config, out)
+    except (ValueError, OSError) as error:  # bad data, config or files: one line naming them, no traceback
+        print(f"xkd-train: {error}", file=sys.stderr)
+        return 2
     if result:  # rank 0
         print(f"{config.name}: validation mIoU {_summary(result)} in {result['training_seconds']} s -> {out}")
         if "test" in result:

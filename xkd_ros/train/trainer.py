@@ -34,7 +34,7 @@ from tqdm import tqdm
 from xkd_ros.data import Frame, load_class_set, open_frames
 from xkd_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 from xkd_ros.model import ModelConfig, build_model
-from xkd_ros.preprocess import PreprocessConfig
+from xkd_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from xkd_ros.train.augment import augment
 from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.train.data import Item, PreparedFrames, ShapeBatches, collate, labelled_subset
@@ -133,6 +133,17 @@ class Trainer:
             self.teacher = TeacherTargets(build_teacher(config.teacher), cache)
             model_values["teacher_classes"] = self.teacher.teacher.NUM_CLASSES
         self.model_config = ModelConfig.from_dict(model_values)
+        pretrained_normalisation = (tuple(self.preprocess.mean), tuple(self.preprocess.std))
+        if self.model_config.image_backbone != "scratch" and pretrained_normalisation != (
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+        ):
+            # the pre-trained encoder undoes the ImageNet normalisation inside its graph to get its own
+            backbone, mean, std = self.model_config.image_backbone, self.preprocess.mean, self.preprocess.std
+            raise ValueError(
+                f"model.image_backbone {backbone} needs preprocess mean/std = ImageNet's {IMAGENET_MEAN} / "
+                f"{IMAGENET_STD}, got {mean} / {std}"
+            )
         superpixel_pairs = config.pretrain.pairs == "superpixel" and config.pretrain.steps > 0
         superpixels = config.pretrain.superpixels if superpixel_pairs and self.model_config.use_images else 0
         self.train_data = PreparedFrames(train_data, self.preprocess, labelled, superpixels, self.teacher)
