@@ -54,6 +54,7 @@ class Protocol:
     generate: tuple[str, ...]
     common: tuple[str, ...]
     baseline: str
+    reference: str  # a second row the deployed output is compared with (e.g. plain fusion); "" for none
     rows: tuple[Row, ...]
 
     @classmethod
@@ -79,12 +80,15 @@ class Protocol:
                 generate=tuple(command.format(root=root) for command in values["data"].get("generate", [])),
                 common=tuple(item.format(root=root) for item in values.get("set", [])),
                 baseline=values["baseline"],
+                reference=values.get("reference", ""),
                 rows=rows,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: missing or malformed protocol key {error}") from None
-        if protocol.baseline not in {row.name for row in rows}:
-            raise ValueError(f"{path}: baseline {protocol.baseline!r} is not one of the rows")
+        for key in ("baseline", "reference"):
+            name = getattr(protocol, key)
+            if name and name not in {row.name for row in rows}:
+                raise ValueError(f"{path}: {key} {name!r} is not one of the rows")
         return protocol
 
 
@@ -135,7 +139,8 @@ def half_width(std: float, count: int) -> float:
 
 
 def summarise(protocol: Protocol) -> dict[str, Any]:
-    """Per row and head: test mIoU per seed, mean, std; paired differences against the baseline row."""
+    """Per row and head: test mIoU per seed, mean, std; paired differences against the baseline row (its
+    LiDAR-only head) and, for the deployed output, against the reference row's deployed output."""
     results: dict[str, Any] = {"protocol": protocol.name, "title": protocol.title, "rows": {}}
     per_seed: dict[str, dict[int, dict]] = {}
     for row in protocol.rows:
@@ -145,7 +150,6 @@ def summarise(protocol: Protocol) -> dict[str, Any]:
             if path.is_file():
                 runs[seed] = json.loads(path.read_text())
         per_seed[row.name] = runs
-    baseline_runs = per_seed[protocol.baseline]
     for row in protocol.rows:
         runs = per_seed[row.name]
         if not runs:
@@ -159,25 +163,29 @@ def summarise(protocol: Protocol) -> dict[str, Any]:
                 continue
             mean, std = mean_std(list(values.values()))
             entry = {"per_seed": values, "mean": mean, "std": std}
-            paired = [
-                values[seed] - baseline_runs[seed]["test"]["lidar"]["miou"]
-                for seed in values
-                if seed in baseline_runs and "test" in baseline_runs[seed]
-            ]
-            if paired and row.name != protocol.baseline:
-                d_mean, d_std = mean_std(paired)
-                entry["vs_baseline"] = {
-                    "mean": d_mean,
-                    "std": d_std,
-                    "ci95": half_width(d_std, len(paired)),
-                    "n": len(paired),
-                }
+            if row.name != protocol.baseline:
+                entry["vs_baseline"] = _paired(values, per_seed[protocol.baseline], "lidar")
+            if head == "deployed" and protocol.reference and row.name != protocol.reference:
+                entry["vs_reference"] = _paired(values, per_seed[protocol.reference], "deployed")
             summary["heads"][head] = entry
         summary["val_best_step"] = [run.get("test_step") for run in runs.values()]
         summary["minutes"] = mean_std([run.get("training_seconds", math.nan) / 60 for run in runs.values()])
         summary["per_class"] = _per_class_means(list(runs.values()))
         results["rows"][row.name] = summary
     return results
+
+
+def _paired(values: dict[int, float], other: dict[int, dict], head: str) -> dict[str, float] | None:
+    """Mean, std and 95 % half-width of the per-seed differences to `other`'s `head` (seeds both have)."""
+    differences = [
+        value - other[seed]["test"][head]["miou"]
+        for seed, value in values.items()
+        if head in other.get(seed, {}).get("test", {})
+    ]
+    if not differences:
+        return None
+    mean, std = mean_std(differences)
+    return {"mean": mean, "std": std, "ci95": half_width(std, len(differences)), "n": len(differences)}
 
 
 def _per_class_means(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -201,10 +209,10 @@ def _cell(entry: dict | None) -> str:
     return f"{100 * entry['mean']:.1f}{std}"
 
 
-def _delta(entry: dict | None) -> str:
-    if not entry or "vs_baseline" not in entry:
+def _delta(entry: dict | None, key: str = "vs_baseline") -> str:
+    if not entry or not entry.get(key):
         return "-"
-    d = entry["vs_baseline"]
+    d = entry[key]
     if math.isnan(d["ci95"]):
         return f"{100 * d['mean']:+.1f} (n=1)"
     resolved = "resolved" if abs(d["mean"]) > d["ci95"] else "within noise"
@@ -216,11 +224,15 @@ def markdown(summary: dict[str, Any], protocol: Protocol) -> str:
         f"### {summary['title']}",
         "",
         f"Test split mIoU (%), mean +- std over seeds {list(protocol.seeds)}; checkpoint selected on the "
-        f"validation split; paired difference against `{protocol.baseline}` with its 95 % interval.",
+        f"validation split; paired differences (per seed) against `{protocol.baseline}`"
+        + (f" and `{protocol.reference}`" if protocol.reference else "")
+        + " with their 95 % intervals.",
         "",
         "| row | seeds | deployed | fused head | LiDAR-only head | deployed - baseline "
-        "| LiDAR head - baseline | minutes a run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| LiDAR head - baseline |"
+        + (f" deployed - {protocol.reference} |" if protocol.reference else "")
+        + " minutes a run |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if protocol.reference else "") + "---:|",
     ]
     for row in protocol.rows:
         result = summary["rows"].get(row.name)
@@ -231,7 +243,9 @@ def markdown(summary: dict[str, Any], protocol: Protocol) -> str:
         lines.append(
             f"| {result['title']} | {len(result['seeds'])} | {_cell(heads.get('deployed'))} | "
             f"{_cell(heads.get('fused'))} | {_cell(heads.get('lidar'))} | {_delta(heads.get('deployed'))} | "
-            f"{_delta(heads.get('lidar'))} | {minutes:.1f} |"
+            f"{_delta(heads.get('lidar'))} |"
+            + (f" {_delta(heads.get('deployed'), 'vs_reference')} |" if protocol.reference else "")
+            + f" {minutes:.1f} |"
         )
     rows = [row for row in protocol.rows if summary["rows"].get(row.name, {}).get("heads")]
     classes = next(
