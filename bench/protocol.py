@@ -55,6 +55,7 @@ class Protocol:
     common: tuple[str, ...]
     baseline: str
     reference: str  # a second row the deployed output is compared with (e.g. plain fusion); "" for none
+    lidar_baseline: str  # the row the LiDAR-only heads are compared with (default: baseline)
     rows: tuple[Row, ...]
 
     @classmethod
@@ -81,11 +82,12 @@ class Protocol:
                 common=tuple(item.format(root=root) for item in values.get("set", [])),
                 baseline=values["baseline"],
                 reference=values.get("reference", ""),
+                lidar_baseline=values.get("lidar_baseline", values["baseline"]),
                 rows=rows,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: missing or malformed protocol key {error}") from None
-        for key in ("baseline", "reference"):
+        for key in ("baseline", "reference", "lidar_baseline"):
             name = getattr(protocol, key)
             if name and name not in {row.name for row in rows}:
                 raise ValueError(f"{path}: {key} {name!r} is not one of the rows")
@@ -139,8 +141,9 @@ def half_width(std: float, count: int) -> float:
 
 
 def summarise(protocol: Protocol) -> dict[str, Any]:
-    """Per row and head: test mIoU per seed, mean, std; paired differences against the baseline row (its
-    LiDAR-only head) and, for the deployed output, against the reference row's deployed output."""
+    """Per row and head: test mIoU per seed, mean, std; paired differences against the baseline row's LiDAR
+    head (the LiDAR-only heads against the lidar_baseline row's: a distilled head is judged against the same
+    3-D branch trained without cameras) and, for the deployed output, the reference row's deployed output."""
     results: dict[str, Any] = {"protocol": protocol.name, "title": protocol.title, "rows": {}}
     per_seed: dict[str, dict[int, dict]] = {}
     for row in protocol.rows:
@@ -163,8 +166,9 @@ def summarise(protocol: Protocol) -> dict[str, Any]:
                 continue
             mean, std = mean_std(list(values.values()))
             entry = {"per_seed": values, "mean": mean, "std": std}
-            if row.name != protocol.baseline:
-                entry["vs_baseline"] = _paired(values, per_seed[protocol.baseline], "lidar")
+            against = protocol.lidar_baseline if head == "lidar" else protocol.baseline
+            if row.name != against:
+                entry["vs_baseline"] = _paired(values, per_seed[against], "lidar")
             if head == "deployed" and protocol.reference and row.name != protocol.reference:
                 entry["vs_reference"] = _paired(values, per_seed[protocol.reference], "deployed")
             summary["heads"][head] = entry
@@ -224,7 +228,8 @@ def markdown(summary: dict[str, Any], protocol: Protocol) -> str:
         f"### {summary['title']}",
         "",
         f"Test split mIoU (%), mean +- std over seeds {list(protocol.seeds)}; checkpoint selected on the "
-        f"validation split; paired differences (per seed) against `{protocol.baseline}`"
+        f"validation split; paired differences (per seed) against `{protocol.baseline}` (LiDAR heads: "
+        f"`{protocol.lidar_baseline}`)"
         + (f" and `{protocol.reference}`" if protocol.reference else "")
         + " with their 95 % intervals.",
         "",
