@@ -327,12 +327,15 @@ class Trainer:
             }
         return result
 
-    def test(self) -> dict[str, Any]:
-        """best.pt (selected on validation) on the test frames: "test" over all roots, "test_per_root",
-        "test_step" (the step best.pt holds); the current weights, and test_step None, if there is none."""
+    def test(self, best: dict[str, Any] | None = None) -> dict[str, Any]:
+        """best.pt (selected on validation; its state `best` when the caller has read it already) on the test
+        frames: "test" over all roots, "test_per_root", "test_step" (the step it holds); the current weights,
+        and test_step None, when there is no best.pt."""
         model, step = self.model, None
-        if (self.out_dir / BEST).is_file():
-            state = load_checkpoint(self.out_dir / BEST)
+        if best is None and (self.out_dir / BEST).is_file():
+            best = load_checkpoint(self.out_dir / BEST)
+        if best is not None:
+            state = best
             model = build_model(self.model_config)
             model.load_state_dict(state["model"])
             step = state["step"]
@@ -354,10 +357,7 @@ class Trainer:
         path = self.config.init.checkpoint
         if path:
             return {"init": load_matching(self.model, load_checkpoint(path)["model"], path)}
-        if (
-            getattr(self.model_config, "image_backbone", "scratch") != "scratch"
-            and self.model_config.use_images
-        ):
+        if self.model_config.image_backbone != "scratch" and self.model_config.use_images:
             from xkd_ros.model.backbones import load_backbone_weights
 
             return {"backbone": str(load_backbone_weights(self.model))}
@@ -462,11 +462,11 @@ class Trainer:
         seconds = round(time.perf_counter() - started, 1)
         result = self.validate()
         result["last"] = {"step": self.step, **result}
-        if (self.out_dir / BEST).is_file():
-            best = load_checkpoint(self.out_dir / BEST)
+        best = load_checkpoint(self.out_dir / BEST) if (self.out_dir / BEST).is_file() else None
+        if best is not None:
             result["best"] = {"step": best["step"], **best["validation"]}
         if self.test_data:
-            result |= self.test()
+            result |= self.test(best)
         result["training_seconds"] = seconds
         result |= loaded
         if self.teacher is not None:
