@@ -24,7 +24,7 @@ from xkd_ros.data import load_keyframe
 from xkd_ros.model import IMAGE_BACKBONES, ModelConfig, build_model, export_onnx, load_backbone_weights
 from xkd_ros.model.image_branch import ImageBranch
 from xkd_ros.model.teachers import EspnetTeacher, default_espnet_path
-from xkd_ros.preprocess import PreprocessConfig, prepare_frame
+from xkd_ros.preprocess import GRAPH_INPUT_NAMES, PreprocessConfig, prepare_frame
 
 DATA = Path(__file__).resolve().parent.parent / "test/data/nuscenes_demo"
 
@@ -57,7 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frame = load_keyframe(DATA)
-    inputs = prepare_frame(frame, PreprocessConfig()).as_dict()
+    prepared = prepare_frame(frame, PreprocessConfig())
+    inputs = prepared.as_dict() | prepared.feed(GRAPH_INPUT_NAMES)
     images = torch.from_numpy(inputs["images"])
     results: dict[str, float] = {}
     runs: dict[str, Callable[[], object]] = {}

@@ -62,7 +62,7 @@ def main() -> None:
             images = frame.images if names is None else {name: frame.images[name] for name in names}
             inputs = prepare(frame.points, frame.channels, images, rig, preprocess)
             assert len(inputs.cameras) == cameras, inputs.cameras
-            feeds[f"inference_m{cameras}_ms"] = inputs.as_dict()
+            feeds[f"inference_m{cameras}_ms"] = inputs.feed(backend.input_names)
             backend.infer(feeds[f"inference_m{cameras}_ms"])  # warm-up
         times: dict[str, list[float]] = {name: [] for name in feeds}
         for _ in range(args.repeat):

@@ -21,7 +21,8 @@ def test_default_model_labels_the_real_keyframe(nuscenes_keyframe):
     classes = load_class_set(metadata["classes"])
     preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
     inputs = prepare_frame(nuscenes_keyframe, preprocess)
-    outputs = create_backend("onnxruntime", MODEL, threads=2).infer(inputs.as_dict())
+    backend = create_backend("onnxruntime", MODEL, threads=2)
+    outputs = backend.infer(inputs.feed(backend.input_names))
     label, confidence = outputs["label"], outputs["confidence"]
     assert label.shape == confidence.shape == (len(nuscenes_keyframe.points),)
     assert label.min() >= 0

@@ -21,6 +21,7 @@ from xkd_ros.model import (  # noqa: E402  (after the skip: torch is the optiona
     gather_pixels,
     sample_views,
 )
+from xkd_ros.preprocess import fusion_slots  # noqa: E402
 
 TINY = {"num_classes": 5, **TINY_MODEL}
 RANGE_SIZE, IMAGE_SIZE = (8, 64), (32, 48)
@@ -60,8 +61,28 @@ def make_inputs(
 
 
 def one_frame(inputs: dict) -> dict:
-    """A one-frame batch as xkd_ros.preprocess gives a single frame: no batch axis or batch column."""
-    return {**inputs, "range_image": inputs["range_image"][0], "point_index": inputs["point_index"][:, 1:]}
+    """A one-frame batch as xkd_ros.preprocess gives a single frame: no batch axis or batch column, with
+    the compact camera inputs of an exported graph (NetworkInputs.feed) beside the dense ones."""
+    slots = fusion_slots(inputs["point_uv"].numpy(), inputs["point_visible"].numpy())
+    return {
+        **inputs,
+        "range_image": inputs["range_image"][0],
+        "point_index": inputs["point_index"][:, 1:],
+        **{name: torch.from_numpy(array) for name, array in slots.items()},
+    }
+
+
+def deployed(model, inputs: dict) -> tuple:
+    """Label and confidence as the dense model gives them (training's forward): the fused head's softmax
+    where a camera sees the point, the LiDAR-only head's elsewhere."""
+    with torch.no_grad():
+        outputs = model(inputs)
+    probabilities = outputs["lidar_logits"].softmax(1)
+    if "fused_logits" in outputs:
+        seen = inputs["point_visible"].sum(dim=1, keepdim=True) > 0
+        probabilities = torch.where(seen, outputs["fused_logits"].softmax(1), probabilities)
+    confidence, label = probabilities.max(dim=1)
+    return label, confidence, probabilities
 
 
 def test_config_round_trip_and_errors():
@@ -188,22 +209,27 @@ def test_load_pretrained_resnet_layout(tmp_path):
         shallower.load_pretrained(tmp_path / "foreign.pth")
 
 
-def test_segmentation_export_picks_the_head_by_visibility():
+@pytest.mark.parametrize("fusion", ["gated", "attention"])
+def test_segmentation_export_is_the_dense_model_on_the_visible_pairs_only(fusion):
+    """The deployed graph fuses only the points some camera sees, at those cameras, and runs each head on
+    its own points: the labels and confidences of the dense model (every point at every camera)."""
     torch.manual_seed(0)
-    config = tiny_config()
+    config = tiny_config(fusion=fusion)
     model = build_model(config).eval()
     wrapper = SegmentationExport(model).eval()
-    inputs = one_frame(make_inputs(config, [40]))
+    batch = make_inputs(config, [200], cameras=3)
+    batch["point_visible"][:, 2] = 0  # a camera that sees nothing, and points seen by one, two or no camera
+    batch["point_visible"][:20] = 0
+    inputs = one_frame(batch)
+    assert 0 < len(inputs["fused_index"]) < 200
+    assert inputs["fused_view"].shape[1] == 2
     with torch.no_grad():
-        label, confidence, fused_logits, lidar_logits = wrapper(
-            *(inputs[name] for name in wrapper.input_names)
-        )
-    seen = inputs["point_visible"].amax(dim=1) > 0
-    assert 0 < seen.sum() < len(seen)
-    expected = torch.where(seen[:, None], fused_logits.softmax(1), lidar_logits.softmax(1)).max(dim=1)
-    torch.testing.assert_close(confidence, expected.values)
+        label, confidence, logits = wrapper(*(inputs[name] for name in wrapper.input_names))
+    want_label, want_confidence, probabilities = deployed(model, batch)
+    torch.testing.assert_close(confidence, want_confidence, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logits.softmax(1), probabilities, rtol=0, atol=1e-6)
     assert label.dtype == torch.int64
-    assert torch.equal(label, expected.indices)
+    assert torch.equal(label, want_label)
 
 
 def test_old_checkpoints_model_config_loads_without_num_cameras():
@@ -256,21 +282,26 @@ def test_cameras_are_bound_by_position_through_one_shared_branch(fusion):
     torch.manual_seed(0)
     config = tiny_config(fusion=fusion)
     model = build_model(config).eval()
-    inputs = one_frame(make_inputs(config, [40], cameras=3))
+    batch = make_inputs(config, [40], cameras=3)
+    inputs = one_frame(batch)
     order = [2, 0, 1]
-    reordered = {
-        **inputs,
-        "images": inputs["images"][order],
-        "point_uv": inputs["point_uv"][:, order],
-        "point_visible": inputs["point_visible"][:, order],
-    }
-    extra = one_frame(make_inputs(config, [40], cameras=4, seed=5))
-    blind = {
-        **inputs,
-        "images": torch.cat([inputs["images"], extra["images"][:1]]),
-        "point_uv": torch.cat([inputs["point_uv"], extra["point_uv"][:, :1]], 1),
-        "point_visible": torch.cat([inputs["point_visible"], torch.zeros(40, 1)], 1),
-    }
+    reordered = one_frame(
+        {
+            **batch,
+            "images": batch["images"][order],
+            "point_uv": batch["point_uv"][:, order],
+            "point_visible": batch["point_visible"][:, order],
+        }
+    )
+    extra = make_inputs(config, [40], cameras=4, seed=5)
+    blind = one_frame(
+        {
+            **batch,
+            "images": torch.cat([batch["images"], extra["images"][:1]]),
+            "point_uv": torch.cat([batch["point_uv"], extra["point_uv"][:, :1]], 1),
+            "point_visible": torch.cat([batch["point_visible"], torch.zeros(40, 1)], 1),
+        }
+    )
     wrapper = SegmentationExport(model).eval()
     with torch.no_grad():
         expected = wrapper(*(inputs[name] for name in wrapper.input_names))
@@ -308,8 +339,12 @@ def test_onnx_export_has_dynamic_points_cameras_and_rows(exported):
         "point_features": ["N", 5],
         "point_index": ["N", 2],
         "images": ["M", 3, *IMAGE_SIZE],
-        "point_uv": ["N", "M", 2],
-        "point_visible": ["N", "M"],
+        "fused_index": ["S"],
+        "fused_uv": ["S", "V", 2],
+        "fused_view": ["S", "V"],
+        "fused_visible": ["S", "V"],
+        "lidar_index": ["U"],
+        "output_source": ["N"],
     }
     assert shapes == {name: expected[name] for name in SegmentationExport(model).input_names}
 
@@ -323,7 +358,8 @@ def test_onnx_export_matches_torch_for_any_rig(exported, cameras, rows):
     assert [i.name for i in session.get_inputs()] == list(wrapper.input_names)
     assert [o.name for o in session.get_outputs()] == list(wrapper.output_names)
     for points in (37, 301):
-        inputs = one_frame(make_inputs(model.config, [points], seed=points, cameras=cameras, rows=rows))
+        batch = make_inputs(model.config, [points], seed=points, cameras=cameras, rows=rows)
+        inputs = one_frame(batch)
         outputs = session.run(None, {name: inputs[name].numpy() for name in wrapper.input_names})
         with torch.no_grad():
             expected = wrapper(*(inputs[name] for name in wrapper.input_names))
@@ -331,16 +367,11 @@ def test_onnx_export_matches_torch_for_any_rig(exported, cameras, rows):
         assert outputs[0].dtype == np.int64
         for name, got, want in zip(wrapper.output_names[1:], outputs[1:], expected[1:], strict=True):
             assert np.abs(got - want.numpy()).max() < 1e-3, name
-        probabilities = expected[-1].softmax(1)
-        if wrapper.uses_images:
-            seen = inputs["point_visible"].sum(dim=1, keepdim=True) > 0
-            probabilities = torch.where(seen, expected[2].softmax(1), probabilities)
-            if cameras == 0:  # the deployed output is the LiDAR-only head's
-                lidar = torch.from_numpy(outputs[-1]).softmax(1).max(1)
-                np.testing.assert_allclose(outputs[1], lidar.values.numpy(), rtol=0, atol=1e-6)
+        _, _, probabilities = deployed(model, batch)  # the dense model: every point at every camera
+        np.testing.assert_allclose(outputs[1], probabilities.max(1).values.numpy(), rtol=0, atol=1e-5)
         top2 = probabilities.topk(2).values  # labels agree wherever the choice is not a near-tie
         clear = (top2[:, 0] - top2[:, 1] > 1e-4).numpy()
-        assert np.array_equal(outputs[0][clear], expected[0].numpy()[clear])
+        assert np.array_equal(outputs[0][clear], probabilities.argmax(1).numpy()[clear])
 
 
 def test_gather_views_is_grid_sample_with_border_padding():

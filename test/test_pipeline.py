@@ -117,8 +117,8 @@ def test_lidar_only_is_the_lidar_head(segmenter, nuscenes_keyframe, fused):
     result = segmenter.segment_frame(frame, lidar_only=True)
     assert not result.seen.any()
     assert result.cameras_used == ()
-    inputs = prepare_frame(frame, segmenter.preprocess)
-    logits = segmenter.backend.infer(inputs.as_dict())["lidar_logits"]
+    inputs = prepare(frame.points, frame.channels, {}, frame.compensated_rig(), segmenter.preprocess)
+    logits = segmenter.backend.infer(inputs.feed(segmenter.backend.input_names))["logits"]
     valid = inputs.point_valid
     np.testing.assert_array_equal(result.labels[valid], logits.argmax(axis=1)[valid])
     no_cameras = frame.compensated_rig().with_cameras([])
@@ -214,9 +214,10 @@ def test_torch_and_onnx_runtime_agree_for_any_camera_count(model, segmenter, nus
     images = frame.images if cameras is None else {c: frame.images[c] for c in cameras}
     inputs = prepare(frame.points, frame.channels, images, frame.compensated_rig(), segmenter.preprocess)
     assert len(inputs.cameras) == (6 if cameras is None else len(cameras))
-    got = segmenter.backend.infer(inputs.as_dict())
-    want = create_backend("torch", model.with_suffix(".pt")).infer(inputs.as_dict())
-    for name in ("confidence", "fused_logits", "lidar_logits"):
+    feed = inputs.feed(segmenter.backend.input_names)
+    got = segmenter.backend.infer(feed)
+    want = create_backend("torch", model.with_suffix(".pt")).infer(feed)
+    for name in ("confidence", "logits"):
         assert np.abs(got[name] - want[name]).max() < 1e-3, name
 
 
@@ -408,7 +409,7 @@ def fix_axis(name, axis, size):
         ),
         (
             lambda meta: (meta.update(classes="nuscenes"), meta["model_config"].update(num_classes=16)),
-            "model_config.num_classes is 16, the graph's output 'fused_logits' has 14 classes",
+            "model_config.num_classes is 16, the graph's output 'logits' has 14 classes",
         ),
         (lambda meta: meta.update(inputs=meta["inputs"][:3]), "the metadata lists inputs"),
         (lambda meta: meta.update(max_cameras="8"), "metadata max_cameras: expected a whole number >= 0"),
@@ -432,8 +433,8 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_naming_both(model, tm
         (lambda meta: None, fix_axis("images", 0, 6), "the graph's input 'images' takes exactly 6 cameras"),
         (
             lambda meta: None,
-            fix_axis("point_uv", 1, 6),
-            "the graph's input 'point_uv' takes exactly 6 cameras",
+            fix_axis("fused_uv", 1, 6),
+            "the graph's input 'fused_uv' takes exactly 6 camera slots",
         ),
         (
             lambda meta: None,

@@ -177,7 +177,7 @@ def tiny(tmp_path_factory):
 
 def test_profile_shapes_cover_points_cameras_and_rows(tiny):
     """What build_engine gives TensorRT's optimization profile for each input of an exported graph."""
-    from xkd_ros.inference.tensorrt import model_axes, profile_shapes
+    from xkd_ros.inference.tensorrt import _check_settings, model_axes, profile_shapes
 
     axes = model_axes(tiny)
     assert axes == {
@@ -185,14 +185,22 @@ def test_profile_shapes_cover_points_cameras_and_rows(tiny):
         "point_features": ("N", 5),
         "point_index": ("N", 2),
         "images": ("M", 3, 56, 96),
-        "point_uv": ("N", "M", 2),
-        "point_visible": ("N", "M"),
+        "fused_index": ("S",),
+        "fused_uv": ("S", "V", 2),
+        "fused_view": ("S", "V"),
+        "fused_visible": ("S", "V"),
+        "lidar_index": ("U",),
+        "output_source": ("N",),
     }
-    shapes = profile_shapes(axes, {"N": (1000, 35000, 140000), "M": (0, 6, 8), "H": (16, 64, 128)})
+    ranges = _check_settings("fp16", (1000, 35000, 140000), (0, 6, 8), (16, 64, 128))
+    shapes = profile_shapes(axes, ranges)
     assert shapes["range_image"] == ((6, 16, 128), (6, 64, 128), (6, 128, 128))
     assert shapes["images"] == ((0, 3, 56, 96), (6, 3, 56, 96), (8, 3, 56, 96))
-    assert shapes["point_uv"] == ((1000, 0, 2), (35000, 6, 2), (140000, 8, 2))
     assert shapes["point_index"] == ((1000, 2), (35000, 2), (140000, 2))
+    # from no point fused to all of them, 1 to 8 camera slots a point
+    assert shapes["fused_uv"] == ((0, 1, 2), (17500, 2, 2), (140000, 8, 2))
+    assert shapes["lidar_index"] == ((0,), (17500,), (140000,))
+    assert shapes["output_source"] == ((1000,), (35000,), (140000,))
     with pytest.raises(BackendError, match=r"input 'range_image' .*dynamic axis 'H' is none of"):
         profile_shapes(axes, {"N": (1, 2, 3), "M": (0, 1, 2)})
 
@@ -206,12 +214,19 @@ def test_input_sizes_name_the_axis_inputs_disagree_on(tiny):
         "point_features": np.zeros((10, 5), np.float32),
         "point_index": np.zeros((10, 2), np.int64),
         "images": np.zeros((0, 3, 56, 96), np.float32),
-        "point_uv": np.zeros((10, 0, 2), np.float32),
-        "point_visible": np.zeros((10, 0), np.float32),
+        "fused_index": np.zeros(0, np.int64),
+        "fused_uv": np.zeros((0, 1, 2), np.float32),
+        "fused_view": np.zeros((0, 1), np.int64),
+        "fused_visible": np.zeros((0, 1), np.float32),
+        "lidar_index": np.arange(10),
+        "output_source": np.arange(10),
     }
-    assert input_sizes(axes, inputs, "m.onnx") == {"N": 10, "M": 0, "H": 64}
-    inputs["point_visible"] = np.zeros((10, 1), np.float32)
-    with pytest.raises(BackendError, match=r"m.onnx: inputs disagree on the number of cameras: \[0, 1\]"):
+    assert input_sizes(axes, inputs, "m.onnx") == {"N": 10, "M": 0, "H": 64, "S": 0, "V": 1, "U": 10}
+    inputs["output_source"] = np.arange(9)
+    with pytest.raises(BackendError, match=r"m.onnx: inputs disagree on the number of points: \[9, 10\]"):
+        input_sizes(axes, inputs, "m.onnx")
+    inputs["output_source"], inputs["fused_view"] = np.arange(10), np.zeros((0, 2), np.int64)
+    with pytest.raises(BackendError, match=r"inputs disagree on the number of camera slots: \[1, 2\]"):
         input_sizes(axes, inputs, "m.onnx")
 
 
@@ -231,10 +246,12 @@ def gpu():
 @pytest.fixture(scope="module")
 def keyframe_inputs(nuscenes_keyframe):
     from xkd_ros.export import read_metadata
+    from xkd_ros.inference import OnnxRuntimeBackend
     from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
     config = PreprocessConfig.from_dict(read_metadata(MODEL)["preprocess"])
-    return prepare_frame(nuscenes_keyframe, config).as_dict()
+    inputs = prepare_frame(nuscenes_keyframe, config)
+    return inputs.feed(OnnxRuntimeBackend(MODEL).input_names)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +271,7 @@ def test_tensorrt_matches_onnxruntime(gpu, tmp_path, keyframe_inputs, reference,
     for name, expected in reference.items():
         assert outputs[name].shape == expected.shape
         assert outputs[name].dtype == expected.dtype
-    for name in ("confidence", "fused_logits", "lidar_logits"):
+    for name in ("confidence", "logits"):
         np.testing.assert_allclose(outputs[name], reference[name], rtol=0, atol=atol, err_msg=name)
     assert (outputs["label"] == reference["label"]).mean() >= agree
     # the second backend loads the cached engine instead of building
@@ -263,21 +280,22 @@ def test_tensorrt_matches_onnxruntime(gpu, tmp_path, keyframe_inputs, reference,
     np.testing.assert_array_equal(again.infer(keyframe_inputs)["label"], outputs["label"])
 
 
-def test_tensorrt_takes_any_camera_count_of_its_profile(gpu, tmp_path, keyframe_inputs):
+def test_tensorrt_takes_any_camera_count_of_its_profile(gpu, tmp_path, nuscenes_keyframe, keyframe_inputs):
     """The keyframe's first camera only, and none: the engine's M axis (0..8) as ONNX Runtime runs it."""
+    from xkd_ros.export import read_metadata
     from xkd_ros.inference import OnnxRuntimeBackend
     from xkd_ros.inference.tensorrt import TensorRTBackend
+    from xkd_ros.preprocess import PreprocessConfig, prepare
 
     backend = TensorRTBackend(MODEL, precision="fp32", points=(1000, 35000, 60000), cache_dir=tmp_path)
     onnxruntime = OnnxRuntimeBackend(MODEL, threads=2)
+    config, frame = PreprocessConfig.from_dict(read_metadata(MODEL)["preprocess"]), nuscenes_keyframe
     for cameras in (1, 0):
-        inputs = dict(keyframe_inputs)
-        for name in ("images", "point_uv", "point_visible"):
-            inputs[name] = np.ascontiguousarray(
-                inputs[name][:cameras] if name == "images" else inputs[name][:, :cameras]
-            )
+        images = {name: frame.images[name] for name in frame.rig.names[:cameras]}
+        prepared = prepare(frame.points, frame.channels, images, frame.compensated_rig(), config)
+        inputs = prepared.feed(onnxruntime.input_names)
         got, want = backend.infer(inputs), onnxruntime.infer(inputs)
-        for name in ("confidence", "fused_logits", "lidar_logits"):
+        for name in ("confidence", "logits"):
             np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-3, err_msg=f"{cameras}: {name}")
     small = TensorRTBackend(
         MODEL, precision="fp32", points=(1000, 35000, 60000), cameras=(1, 1, 1), cache_dir=tmp_path

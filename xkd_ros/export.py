@@ -3,7 +3,8 @@
 The ONNX file carries what the node needs to feed it, as metadata: the pre-processing config, the class set,
 the rigs it takes (up to `max_cameras` cameras, `range_rows` range-image rows) and the training provenance,
 so a model can never be run with the wrong pre-processing. The graph itself is rig-agnostic: the points, the
-cameras and the range rows are dynamic axes ("N", "M", "H", as xkd_ros.preprocess.input_spec names them).
+cameras and the range rows are dynamic axes ("N", "M", "H", as xkd_ros.preprocess.input_spec names them),
+and so are the per-scan sizes of its compact camera inputs ("S", "U", "V": graph_input_spec).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.model.export import SegmentationExport, export_onnx
 from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, RANGE_ROWS, sha256
-from xkd_ros.preprocess import PreprocessConfig, input_spec
+from xkd_ros.preprocess import PreprocessConfig, fusion_slots, input_spec
 from xkd_ros.train.checkpoint import load_checkpoint
 
 
@@ -40,8 +41,10 @@ def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, 
 def example_inputs(
     preprocess: PreprocessConfig, points: int = 1000, cameras: int = 2, rows: int = 32, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Random inputs of the right shapes and ranges for tracing. Points, cameras and rows are dynamic axes
-    of the exported graph; tracing needs sizes that are not 0 or 1 (the tracer specialises those)."""
+    """Random inputs of the right shapes and ranges for tracing, dense (INPUT_NAMES) and compact
+    (fusion_slots). Points, cameras and rows are dynamic axes of the exported graph, and so are the fused
+    points, their camera slots and the others; tracing needs sizes that are not 0 or 1 (the tracer
+    specialises those): half the points visible in each camera gives all of them."""
     rng = np.random.default_rng(seed)
     sizes = {"N": points, "M": cameras, "H": rows}
     inputs = {}
@@ -56,8 +59,9 @@ def example_inputs(
             array = rng.uniform(-1, 1, size=shape)
         else:
             array = rng.normal(size=shape)
-        inputs[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
-    return inputs
+        inputs[name] = np.ascontiguousarray(array, dtype=dtype)
+    inputs.update(fusion_slots(inputs["point_uv"], inputs["point_visible"]))
+    return {name: torch.from_numpy(array) for name, array in inputs.items()}
 
 
 def check_out(checkpoint: str | Path, out: str | Path) -> None:

@@ -34,7 +34,14 @@ import onnxruntime
 from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
-from xkd_ros.preprocess import PreprocessConfig, check_image, input_spec, prepare
+from xkd_ros.preprocess import (
+    NetworkInputs,
+    PreprocessConfig,
+    check_image,
+    graph_input_spec,
+    input_spec,
+    prepare,
+)
 
 if TYPE_CHECKING:
     from xkd_ros.data.frame import Frame
@@ -53,6 +60,7 @@ __all__ = [
     "METADATA_KEY",
     "RANGE_ROWS",
     "REQUIRED_CHANNELS",
+    "PreparedScan",
     "Segmentation",
     "Segmenter",
     "check_model_card",
@@ -72,9 +80,17 @@ _AXIS_FIELDS = {
     ("images", 2): "preprocess.image_height",
     ("images", 3): "preprocess.image_width",
     ("point_uv", 2): "uv columns",
+    ("fused_uv", 2): "uv columns",
 }
 # What each dynamic axis of input_spec counts, for the error on a graph that fixes it.
-_AXIS_NAMES = {"N": "points", "M": "cameras", "H": "range-image rows"}
+_AXIS_NAMES = {
+    "N": "points",
+    "M": "cameras",
+    "H": "range-image rows",
+    "S": "fused points",
+    "U": "LiDAR-only points",
+    "V": "camera slots",
+}
 _REEXPORT = "exported for one rig before models took any rig; re-export it with xkd-export"
 
 
@@ -118,7 +134,7 @@ def _check_graph(
     points, cameras and range rows dynamic: a model whose metadata was edited or swapped would otherwise
     fail on every scan (or label with the wrong classes), far from the cause, and a graph with a fixed
     camera count or range height would fail on every other rig."""
-    spec = input_spec(preprocess)
+    spec = {**input_spec(preprocess), **graph_input_spec(preprocess)}  # dense: graphs exported before 0.13
     inputs = {i.name: i for i in session.get_inputs()}
     listed = meta.get("inputs")
     if listed is not None and list(listed) != list(inputs):
@@ -148,7 +164,7 @@ def _check_graph(
                 )
     config = meta["model_config"]
     for output in session.get_outputs():
-        classes = output.shape[-1] if output.name.endswith("_logits") and output.shape else None
+        classes = output.shape[-1] if output.name.endswith("logits") and output.shape else None
         if isinstance(classes, int) and classes != config["num_classes"]:
             raise ValueError(
                 f"{path}: metadata and graph disagree: model_config.num_classes is {config['num_classes']}, "
@@ -178,6 +194,14 @@ def _whole(value: object) -> bool:
 def _metadata_session(path: str | Path) -> onnxruntime.InferenceSession:
     """A CPU session, only to read an exported model's metadata when another backend runs it."""
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@dataclass(eq=False)
+class PreparedScan:
+    """One scan's network inputs from `Segmenter.prepare`, waiting for `Segmenter.infer`."""
+
+    inputs: NetworkInputs
+    preprocess_ms: float
 
 
 @dataclass(eq=False)
@@ -296,6 +320,47 @@ class Segmenter:
         cameras = f"{len(rig)} camera{'s' if len(rig) > 1 else ''}"
         return f"{cameras} fused in rig order: {', '.join(rig.names)}; {beams}"
 
+    def prepare(
+        self,
+        points: np.ndarray,
+        channels: Sequence[str],
+        images: Mapping[str, np.ndarray],
+        rig: Rig,
+        lidar_only: bool = False,
+    ) -> PreparedScan:
+        """The pre-processing half of `segment`: checks and network inputs, no inference. Split out so a
+        node can prepare scan N+1 while scan N is in `infer` (ONNX Runtime releases the GIL)."""
+        start = time.perf_counter()
+        points, channels = _select_channels(points, channels)
+        _check_images(images, rig)
+        if lidar_only or not self.uses_images:
+            images = {}
+        fused = [camera for camera in rig.names if camera in images]
+        if len(fused) > self.max_cameras or not self.range_rows[0] <= rig.lidar.beams <= self.range_rows[1]:
+            self.check_rig(rig.with_cameras([rig[camera] for camera in fused]))  # raises, naming what
+        inputs = prepare(points, channels, images, rig, self.preprocess)
+        return PreparedScan(inputs, 1e3 * (time.perf_counter() - start))
+
+    def infer(self, prepared: PreparedScan) -> Segmentation:
+        """The inference and post-processing half of `segment`, on what `prepare` made."""
+        start = time.perf_counter()
+        inputs = prepared.inputs
+        outputs = self.backend.infer(inputs.feed(self.backend.input_names))
+        inferred = time.perf_counter()
+        valid = inputs.point_valid
+        labels = outputs["label"].astype(np.uint8)
+        labels[~valid] = IGNORE_INDEX
+        confidence = np.where(valid, outputs["confidence"], np.float32(0)).astype(np.float32, copy=False)
+        seen = inputs.point_visible.any(axis=1)
+        end = time.perf_counter()
+        timings = {
+            "preprocess_ms": prepared.preprocess_ms,
+            "inference_ms": 1e3 * (inferred - start),
+            "postprocess_ms": 1e3 * (end - inferred),
+            "total_ms": prepared.preprocess_ms + 1e3 * (end - start),
+        }
+        return Segmentation(labels, confidence, seen, inputs.cameras, timings)
+
     def segment(
         self,
         points: np.ndarray,
@@ -311,33 +376,9 @@ class Segmenter:
         left out and its points fall to the LiDAR-only head where no other camera sees them. `lidar_only`
         drops every image, so fusion and LiDAR-only can be compared with one model (a LiDAR-only model
         always runs so). Bad input, or a rig `check_rig` refuses, raises ValueError naming the field or
-        camera.
+        camera. `infer(prepare(...))`.
         """
-        start = time.perf_counter()
-        points, channels = _select_channels(points, channels)
-        _check_images(images, rig)
-        if lidar_only or not self.uses_images:
-            images = {}
-        fused = [camera for camera in rig.names if camera in images]
-        if len(fused) > self.max_cameras or not self.range_rows[0] <= rig.lidar.beams <= self.range_rows[1]:
-            self.check_rig(rig.with_cameras([rig[camera] for camera in fused]))  # raises, naming what
-        inputs = prepare(points, channels, images, rig, self.preprocess)
-        prepared = time.perf_counter()
-        outputs = self.backend.infer(inputs.as_dict())
-        inferred = time.perf_counter()
-        valid = inputs.point_valid
-        labels = outputs["label"].astype(np.uint8)
-        labels[~valid] = IGNORE_INDEX
-        confidence = np.where(valid, outputs["confidence"], np.float32(0)).astype(np.float32, copy=False)
-        seen = inputs.point_visible.any(axis=1)
-        end = time.perf_counter()
-        timings = {
-            "preprocess_ms": 1e3 * (prepared - start),
-            "inference_ms": 1e3 * (inferred - prepared),
-            "postprocess_ms": 1e3 * (end - inferred),
-            "total_ms": 1e3 * (end - start),
-        }
-        return Segmentation(labels, confidence, seen, inputs.cameras, timings)
+        return self.infer(self.prepare(points, channels, images, rig, lidar_only))
 
     def segment_frame(self, frame: Frame, lidar_only: bool = False) -> Segmentation:
         """`segment` for a data.Frame, with the rig moved to each image's stamp where the poses are known."""

@@ -24,6 +24,21 @@ point_visible   (N, M)        float32  1 where the camera sees the point (in fro
                                        not occluded), else 0
 ==============  ============  =======  =================================================================
 
+An exported graph takes the camera part compactly (`NetworkInputs.feed`, GRAPH_INPUT_NAMES): only the
+points some camera sees are fused, and only at the cameras that see them, so its cost follows the S visible
+points and their V <= M views rather than all N x M pairs (on the nuScenes keyframe 21,753 of 208,128 pairs
+are visible; the dense sampling was 44 % of the graph's time):
+
+==============  ============  =======  =================================================================
+fused_index     (S,)          int64    the points any camera sees, ascending
+fused_uv        (S, V, 2)     float32  point_uv of those points at their visible cameras, in rig order,
+                                       padded (fused_visible 0) to V = the most cameras seeing one point
+fused_view      (S, V)        int64    the camera (row of images) of each slot
+fused_visible   (S, V)        float32  1 for a visible slot, 0 for padding
+lidar_index     (U,)          int64    the points no camera sees (U = N - S): the LiDAR-only head's
+output_source   (N,)          int64    each point's row among the S fused then U LiDAR-only results
+==============  ============  =======  =================================================================
+
 plus, for the caller (not network inputs), `cameras` (the M camera names) and `point_valid` (N,) bool: the
 point has finite coordinates and a range above `rig.lidar.min_range` (0: above zero). Invalid points (NaN,
 the all-zero "no return" points of organised clouds such as Ouster's, the ego vehicle's own returns nearer
@@ -73,6 +88,8 @@ RANGE_CHANNELS = ("range", "x", "y", "z", "intensity", "valid")
 IMAGE_REDUCTIONS = (1, 2, 4, 8)
 POINT_FEATURES = ("x", "y", "z", "intensity", "range")
 INPUT_NAMES = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
+FUSION_SLOT_NAMES = ("fused_index", "fused_uv", "fused_view", "fused_visible", "lidar_index", "output_source")
+GRAPH_INPUT_NAMES = INPUT_NAMES[:4] + FUSION_SLOT_NAMES
 OCCLUSION_SETTINGS = ("footprint", "cell", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,6 +106,8 @@ MOVED_TO_RIG = {
 }
 
 __all__ = [
+    "FUSION_SLOT_NAMES",
+    "GRAPH_INPUT_NAMES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_REDUCTIONS",
@@ -101,6 +120,8 @@ __all__ = [
     "batch",
     "check_image",
     "decode_reduction",
+    "fusion_slots",
+    "graph_input_spec",
     "image_reduction",
     "input_spec",
     "prepare",
@@ -234,8 +255,50 @@ class NetworkInputs:
         return self.range_image.shape[1], len(self.cameras)
 
     def as_dict(self) -> dict[str, np.ndarray]:
-        """The six network inputs by their ONNX names (INPUT_NAMES order)."""
+        """The six dense network inputs by name (INPUT_NAMES order): what training and eager models take."""
         return {name: getattr(self, name) for name in INPUT_NAMES}
+
+    def feed(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Exactly the arrays an exported graph's inputs `names` ask for: the compact fusion inputs
+        (FUSION_SLOT_NAMES) of today's graphs, or the dense ones of graphs exported before them."""
+        slots = fusion_slots(self.point_uv, self.point_visible) if FUSION_SLOT_NAMES[0] in names else {}
+        try:
+            return {name: slots[name] if name in slots else getattr(self, name) for name in names}
+        except AttributeError:
+            unknown = [name for name in names if name not in slots and name not in INPUT_NAMES]
+            raise ValueError(f"graph inputs {unknown}: not network inputs xkd_ros.preprocess makes") from None
+
+
+def fusion_slots(point_uv: np.ndarray, point_visible: np.ndarray) -> dict[str, np.ndarray]:
+    """The compact fusion inputs (FUSION_SLOT_NAMES, module docstring) of dense point_uv (N, M, 2) and
+    point_visible (N, M): the same pairs, the invisible ones left out. V is at least 1 (a graph axis of
+    size 0 is refused by some runtimes)."""
+    visible = point_visible > 0
+    count = visible.sum(axis=1)
+    fused_index = np.flatnonzero(count)
+    lidar_index = np.flatnonzero(count == 0)
+    slots = max(1, int(count.max(initial=0)))
+    seen = visible[fused_index]
+    # each point's visible cameras first, in rig order: slot k holds the camera where the running count of
+    # visible cameras reaches k + 1 (a padding slot holds camera 0 and is not visible)
+    rank = np.cumsum(seen, axis=1, dtype=np.int8)
+    view = np.zeros((len(fused_index), slots), dtype=np.int64)
+    slot_visible = np.zeros((len(fused_index), slots), dtype=np.float32)
+    for slot in range(slots if seen.shape[1] else 0):
+        hit = seen & (rank == slot + 1)
+        view[:, slot] = hit.argmax(axis=1)
+        slot_visible[:, slot] = hit.any(axis=1)
+    output_source = np.empty(len(count), dtype=np.int64)
+    output_source[fused_index] = np.arange(len(fused_index))
+    output_source[lidar_index] = np.arange(len(fused_index), len(count))
+    return {
+        "fused_index": fused_index.astype(np.int64, copy=False),
+        "fused_uv": point_uv[fused_index[:, None], view],
+        "fused_view": view,
+        "fused_visible": slot_visible,
+        "lidar_index": lidar_index.astype(np.int64, copy=False),
+        "output_source": output_source,
+    }
 
 
 def input_spec(config: PreprocessConfig) -> dict[str, tuple[tuple[int | str, ...], np.dtype]]:
@@ -249,6 +312,21 @@ def input_spec(config: PreprocessConfig) -> dict[str, tuple[tuple[int | str, ...
         "images": (("M", 3, config.image_height, config.image_width), f32),
         "point_uv": (("N", "M", 2), f32),
         "point_visible": (("N", "M"), f32),
+    }
+
+
+def graph_input_spec(config: PreprocessConfig) -> dict[str, tuple[tuple[int | str, ...], np.dtype]]:
+    """Shape and dtype of each input of an exported graph (GRAPH_INPUT_NAMES), as `input_spec`; its own
+    axes: "S" fused points, "U" LiDAR-only points, "V" camera slots of a fused point."""
+    dense, f32, i64 = input_spec(config), np.dtype(np.float32), np.dtype(np.int64)
+    return {
+        **{name: dense[name] for name in INPUT_NAMES[:4]},
+        "fused_index": (("S",), i64),
+        "fused_uv": (("S", "V", 2), f32),
+        "fused_view": (("S", "V"), i64),
+        "fused_visible": (("S", "V"), f32),
+        "lidar_index": (("U",), i64),
+        "output_source": (("N",), i64),
     }
 
 

@@ -40,8 +40,10 @@ DEFAULT_POINTS = (1000, 35000, 140000)
 DEFAULT_CAMERAS = (0, 6, 8)
 DEFAULT_ROWS = (8, 32, 256)
 WORKSPACE_BYTES = 4 << 30
-# The dynamic axes of an exported graph (xkd_ros.preprocess.input_spec's names) and the option setting each.
+# The dynamic axes of an exported graph (xkd_ros.preprocess.input_spec's names) and the option setting each;
+# the per-scan sizes of the compact camera inputs (graph_input_spec) follow from points and cameras.
 AXES = {"N": "points", "M": "cameras", "H": "rows"}
+DERIVED_AXES = {"S": "fused points", "U": "LiDAR-only points", "V": "camera slots"}
 
 Ranges = dict[str, tuple[int, int, int]]  # axis name -> (min, opt, max)
 
@@ -83,7 +85,16 @@ def _check_settings(
                 f"tensorrt backend: {AXES[axis]} must be {lowest} <= min <= opt <= max, got {triple}"
             )
         ranges[axis] = triple
-    return ranges
+    return {**ranges, **_derived_ranges(ranges)}
+
+
+def _derived_ranges(ranges: Ranges) -> Ranges:
+    """The profile of the compact camera inputs: from none to all points fused (opt: the half a six-camera
+    car sees, 57 % on the nuScenes keyframe), and 1 to M camera slots (opt 2: where two views overlap)."""
+    _, opt, high = ranges["N"]
+    cameras = ranges["M"]
+    slots = (1, min(2, max(cameras[1], 1)), max(cameras[2], 1))
+    return {"S": (0, opt // 2, high), "U": (0, opt // 2, high), "V": slots}
 
 
 def model_axes(onnx_path: str | Path) -> dict[str, tuple[int | str, ...]]:
@@ -109,7 +120,7 @@ def profile_shapes(
         if unknown:
             raise BackendError(
                 f"tensorrt backend: input {name!r} {shape}: dynamic axis {unknown[0]!r} is none of "
-                f"{sorted(AXES)}"
+                f"{sorted(ranges)}"
             )
         shapes[name] = tuple(
             tuple(ranges[axis][k] if isinstance(axis, str) else axis for axis in shape) for k in range(3)
@@ -129,9 +140,13 @@ def input_sizes(
     for symbol, found in sizes.items():
         if len(found) != 1:
             raise BackendError(
-                f"{model}: inputs disagree on the number of {AXES.get(symbol, symbol)}: {sorted(found)}"
+                f"{model}: inputs disagree on the number of {_axis_name(symbol)}: {sorted(found)}"
             )
     return {symbol: found.pop() for symbol, found in sizes.items()}
+
+
+def _axis_name(symbol: str) -> str:
+    return AXES.get(symbol) or DERIVED_AXES.get(symbol, symbol)
 
 
 def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
@@ -224,9 +239,12 @@ def build_engine(
     """Parse the ONNX model and build a serialized engine with one profile over its dynamic axes (points,
     cameras, range rows; `profile_shapes`).
 
-    int8 needs `calibration` (network input dicts at the opt camera count and rows; each is cropped or
-    repeated to the opt point count) or an existing `calibration_cache`; layers TensorRT does not quantize
-    fall back to fp16.
+    int8 of a graph with Q/DQ nodes (xkd-quantize) is TensorRT's explicit quantization and needs nothing
+    more. Otherwise int8 calibrates (implicit quantization, deprecated since TensorRT 10.1): it needs
+    `calibration` (network input dicts at the opt camera count and rows; each is cropped or repeated to the
+    opt point count) or an existing `calibration_cache`, and a graph whose inputs all follow from points,
+    cameras and rows (LiDAR-only): the compact camera inputs of a fusion graph vary per scan, which a
+    calibration profile cannot take. Layers TensorRT does not quantize fall back to fp16.
     """
     ranges = _check_settings(precision, points, cameras, rows)
     trt = _tensorrt()
@@ -248,7 +266,17 @@ def build_engine(
     config.add_optimization_profile(profile)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    explicit = any(network.get_layer(i).type == trt.LayerType.QUANTIZE for i in range(network.num_layers))
+    if precision == "int8" and explicit:
+        config.set_flag(trt.BuilderFlag.INT8)
+    elif precision == "int8":
+        derived = sorted({axis for shape in axes.values() for axis in shape if axis in DERIVED_AXES})
+        if derived:
+            raise BackendError(
+                f"{onnx_path}: int8 calibration cannot take inputs whose size varies per scan "
+                f"({', '.join(DERIVED_AXES[a] for a in derived)}): quantize it with xkd-quantize (Q/DQ) "
+                "and build that model with --precision int8"
+            )
         cache_file = calibration_cache or Path(str(onnx_path) + ".calib")
         if calibration is None and not cache_file.is_file():
             raise BackendError(
@@ -388,8 +416,8 @@ class TensorRTBackend:
             low, _, high = self.ranges[axis]
             if not low <= size <= high:
                 raise BackendError(
-                    f"{self.engine_path}: {size} {AXES[axis]} is outside the engine profile [{low}, {high}] "
-                    f"(rebuild with --{AXES[axis]})"
+                    f"{self.engine_path}: {size} {_axis_name(axis)} is outside the engine profile [{low}, "
+                    f"{high}] (rebuild with --{AXES.get(axis, 'points')})"
                 )
         torch = self._torch
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):

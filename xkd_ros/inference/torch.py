@@ -11,7 +11,7 @@ import torch
 from xkd_ros.export import model_from_checkpoint
 from xkd_ros.inference.backend import BackendError, check_inputs
 from xkd_ros.model.export import SegmentationExport
-from xkd_ros.preprocess import PreprocessConfig, input_spec
+from xkd_ros.preprocess import PreprocessConfig, graph_input_spec
 
 
 class TorchBackend:
@@ -31,7 +31,7 @@ class TorchBackend:
         self.wrapper = SegmentationExport(model).to(self.device).eval()
         self.input_names = tuple(self.wrapper.input_names)
         self.output_names = tuple(self.wrapper.output_names)
-        spec = input_spec(PreprocessConfig.from_dict(meta["preprocess"], f"{model_path}: preprocess"))
+        spec = graph_input_spec(PreprocessConfig.from_dict(meta["preprocess"], f"{model_path}: preprocess"))
         self._expected = {name: (spec[name][1], len(spec[name][0])) for name in self.input_names}
 
     @torch.inference_mode()

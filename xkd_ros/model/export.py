@@ -1,5 +1,6 @@
-"""The deployable graph: one frame in, a label and a confidence per point out, exported to ONNX with three
-dynamic axes, so one file serves any rig: the points N, the cameras M and the range-image rows H."""
+"""The deployable graph: one frame in, a label and a confidence per point out, exported to ONNX with dynamic
+axes, so one file serves any rig: the points N, the cameras M and the range-image rows H, and per scan the
+S points some camera sees, their V camera slots and the U others (xkd_ros.preprocess.fusion_slots)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from xkd_ros.model.fusion import gather_slots
 from xkd_ros.model.network import FusionModel, LidarOnlyModel
+from xkd_ros.preprocess import GRAPH_INPUT_NAMES, INPUT_NAMES
 
-FUSION_INPUTS = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
-LIDAR_INPUTS = FUSION_INPUTS[:3]
+FUSION_INPUTS = GRAPH_INPUT_NAMES
+LIDAR_INPUTS = INPUT_NAMES[:3]
 ONNX_OPSET = 18
 # The graph's symbolic axes, named as xkd_ros.preprocess.input_spec names them: (input, axis) -> symbol.
 DYNAMIC_AXES = {
@@ -20,21 +23,30 @@ DYNAMIC_AXES = {
     ("point_features", 0): "N",
     ("point_index", 0): "N",
     ("images", 0): "M",
-    ("point_uv", 0): "N",
-    ("point_uv", 1): "M",
-    ("point_visible", 0): "N",
-    ("point_visible", 1): "M",
+    ("fused_index", 0): "S",
+    ("fused_uv", 0): "S",
+    ("fused_uv", 1): "V",
+    ("fused_view", 0): "S",
+    ("fused_view", 1): "V",
+    ("fused_visible", 0): "S",
+    ("fused_visible", 1): "V",
+    ("lidar_index", 0): "U",
+    ("output_source", 0): "N",
 }
 
 
 class SegmentationExport(nn.Module):
-    """A one-frame wrapper: `label` (N,) int64 and `confidence` (N,) float32, then the raw logits.
+    """A one-frame wrapper: `label` (N,) int64, `confidence` (N,) float32 and `logits` (N, K) of the head
+    each point took.
 
-    Inputs are one frame exactly as xkd_ros.preprocess gives them (NetworkInputs.as_dict()): range_image
-    (6, H, W), point_index (N, 2); the batch axis of one is added inside the graph.
+    Inputs are one frame as xkd_ros.preprocess gives them (NetworkInputs.feed(input_names)): range_image
+    (6, H, W), point_index (N, 2) (the batch axis of one is added inside the graph), and for a fusion model
+    the compact camera inputs: only the S points some camera sees are fused, at their V visible cameras.
 
-    A point any camera sees takes the fused head's softmax; the others take the LiDAR-only head's, which is
-    trained for exactly those points (the fused head never saw image features there).
+    A point any camera sees takes the fused head; the other U points take the LiDAR-only head, which is
+    trained for exactly those points (the fused head never saw image features there). Each head runs only
+    on its own points: the same labels and confidences as FusionModel.forward's dense path (tested), at the
+    cost of the visible pairs instead of all N x M.
     """
 
     def __init__(self, model: FusionModel | LidarOnlyModel) -> None:
@@ -42,8 +54,7 @@ class SegmentationExport(nn.Module):
         self.model = model
         self.uses_images = isinstance(model, FusionModel)
         self.input_names = FUSION_INPUTS if self.uses_images else LIDAR_INPUTS
-        logits = ("fused_logits", "lidar_logits") if self.uses_images else ("lidar_logits",)
-        self.output_names = ("label", "confidence", *logits)
+        self.output_names = ("label", "confidence", "logits")
 
     def forward(
         self,
@@ -51,38 +62,36 @@ class SegmentationExport(nn.Module):
         point_features: Tensor,
         point_index: Tensor,
         images: Tensor | None = None,
-        point_uv: Tensor | None = None,
-        point_visible: Tensor | None = None,
-    ) -> tuple[Tensor, ...]:
-        inputs = {
-            "range_image": range_image.unsqueeze(0),
-            "point_features": point_features,
-            "point_index": point_index,
-        }
+        fused_index: Tensor | None = None,
+        fused_uv: Tensor | None = None,
+        fused_view: Tensor | None = None,
+        fused_visible: Tensor | None = None,
+        lidar_index: Tensor | None = None,
+        output_source: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        model = self.model
+        f3 = model.range_branch(range_image.unsqueeze(0), point_features, point_index)
         if not self.uses_images:
-            lidar_logits = self.model(inputs)["lidar_logits"]
-            confidence, label = torch.softmax(lidar_logits, dim=1).max(dim=1)
-            return label, confidence, lidar_logits
-        inputs.update(images=images, point_uv=point_uv, point_visible=point_visible)
-        outputs = self.model(inputs)
-        fused_logits, lidar_logits = outputs["fused_logits"], outputs["lidar_logits"]
-        seen = point_visible.sum(dim=1, keepdim=True) > 0  # not amax: no maximum over M = 0 cameras
-        probabilities = torch.where(
-            seen, torch.softmax(fused_logits, dim=1), torch.softmax(lidar_logits, dim=1)
-        )
-        confidence, label = probabilities.max(dim=1)
-        return label, confidence, fused_logits, lidar_logits
+            logits = model.lidar_head(f3)
+        else:
+            view_features = gather_slots(model.image_branch(images), fused_uv, fused_view)
+            fused = model.fusion(f3[fused_index], view_features, fused_visible)
+            both = torch.cat([model.fused_head(fused), model.lidar_head(f3[lidar_index])])
+            logits = both[output_source]
+        confidence, label = torch.softmax(logits, dim=1).max(dim=1)
+        return label, confidence, logits
 
 
 def export_onnx(
     model: FusionModel | LidarOnlyModel, inputs: dict[str, Tensor], path: str | Path, opset: int = ONNX_OPSET
 ) -> Path:
     """Write `model` (put in eval mode) as a single-file ONNX graph of SegmentationExport; `inputs` is one
-    example frame as xkd_ros.preprocess gives it, with at least 2 points, 2 cameras and 8 range rows.
+    example frame as NetworkInputs.feed gives it, with at least 2 points, 2 cameras, 8 range rows and 2 of
+    S, U and V (the tracer specialises sizes 0 and 1).
 
-    N, M and H are dynamic (DYNAMIC_AXES). The tracer is told M >= 1 and H >= 8 (it would otherwise guard
-    the M = 0 branch of FusionModel away or specialise small sizes); the graph itself has no such branch
-    and runs at M = 0 too, as tested, which is how a LiDAR-only rig runs a fusion model."""
+    Every axis of DYNAMIC_AXES is dynamic. The tracer is told M, S, U, V >= 1 and H >= 8; the graph has no
+    branch on them and runs at M = 0 and S = 0 or U = 0 too, as tested, which is how a LiDAR-only rig runs a
+    fusion model."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = SegmentationExport(model.eval()).eval()
@@ -91,6 +100,9 @@ def export_onnx(
         "N": torch.export.Dim("N", min=2),
         "M": torch.export.Dim("M", min=1),
         "H": torch.export.Dim("H", min=8),
+        "S": torch.export.Dim("S", min=1),
+        "U": torch.export.Dim("U", min=1),
+        "V": torch.export.Dim("V", min=1),
     }
     dynamic_shapes = {
         name: {

@@ -34,11 +34,8 @@ def sample_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int
 
 
 def gather_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int] | None) -> Tensor:
-    """`sample_views` as four gathers of C-float pixel rows and their bilinear weights (Gather, Floor,
-    Clip: ops every ONNX runtime and TensorRT run fast), after grid_sample's unnormalisation and clamp."""
-    views, channels, height, width = image_features.shape
+    """`sample_views` by `gather_slots`, every point at every camera of its frame."""
     cameras = point_uv.shape[1]
-    table = image_features.permute(0, 2, 3, 1).reshape(views * height * width, channels)  # a row per pixel
     view = torch.arange(cameras, device=point_uv.device).unsqueeze(0)  # (1, M)
     if frame_sizes is not None and len(frame_sizes) > 1:
         frame = torch.repeat_interleave(
@@ -46,8 +43,18 @@ def gather_views(image_features: Tensor, point_uv: Tensor, frame_sizes: list[int
             torch.tensor(frame_sizes, device=point_uv.device),
         )
         view = view + frame.unsqueeze(1) * cameras  # (N, M)
-    x = (((point_uv[..., 0] + 1) * width - 1) / 2).clamp(0, width - 1)
-    y = (((point_uv[..., 1] + 1) * height - 1) / 2).clamp(0, height - 1)
+    return gather_slots(image_features, point_uv, view)
+
+
+def gather_slots(image_features: Tensor, uv: Tensor, view: Tensor) -> Tensor:
+    """(views, C, h, w) features bilinearly sampled at uv (N, V, 2) in view `view` (N, V) (or broadcast to
+    it) -> (N, V, C), as grid_sample(align_corners=False, padding_mode="border"): four gathers of C-float
+    pixel rows and their weights (Gather, Floor, Clip: ops every ONNX runtime and TensorRT run fast). The
+    exported graph samples only the visible (point, camera) pairs (xkd_ros.preprocess.fusion_slots)."""
+    views, channels, height, width = image_features.shape
+    table = image_features.permute(0, 2, 3, 1).reshape(views * height * width, channels)  # a row per pixel
+    x = (((uv[..., 0] + 1) * width - 1) / 2).clamp(0, width - 1)
+    y = (((uv[..., 1] + 1) * height - 1) / 2).clamp(0, height - 1)
     x0, y0 = x.floor(), y.floor()
     wx, wy = (x - x0).unsqueeze(2), (y - y0).unsqueeze(2)
     x0, y0 = x0.long(), y0.long()
