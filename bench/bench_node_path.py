@@ -2,7 +2,13 @@
 128-beam-size one (262,144 points): message decode, image decode, pre-processing (range image, image resize,
 projection), inference, post-processing and the labelled cloud's encoding. Median of N runs, 2 threads.
 
-Run: .venv/bin/python bench/bench_node_path.py [--repeat 20] [--json out/bench/node_path.json]
+projection_occlusion_ms is what pre-processing runs (`project_visible`: only the points each camera sees);
+projection_occlusion_all_points_ms is `project_points` (every point in every camera, for the ratio).
+--keep-freed-memory runs the whole bench as a process that called xkd_ros.memory.keep_freed_memory (fewer
+page faults per scan: docs/geometry.md).
+
+Run: .venv/bin/python bench/bench_node_path.py [--repeat 20] [--keep-freed-memory]
+     [--json out/bench/node_path.json]
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from timing import median_ms, write_json
 
 from xkd_ros.data import load_class_set, load_keyframe
 from xkd_ros.data.messages import frame_to_messages, points_from_cloud, rgb_from_image
-from xkd_ros.geometry import project_points
+from xkd_ros.geometry import project_points, project_visible
+from xkd_ros.memory import keep_freed_memory
 from xkd_ros.msgs import create_labeled_cloud
 from xkd_ros.pipeline import Segmenter
 from xkd_ros.preprocess import decode_reduction, prepare, resize_image
@@ -40,7 +47,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory for reuse")
     args = parser.parse_args()
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory: this C library has no glibc mallopt")
     cv2.setNumThreads(args.threads)
     frame = load_keyframe(REPO / "test/data/nuscenes_demo")
     segmenter = Segmenter.from_model(REPO / "models/xkd_synthetic.onnx", threads=args.threads)
@@ -91,6 +101,10 @@ def main() -> None:
             args.repeat,
         )
         stages["projection_occlusion_ms"] = median_ms(
+            lambda points=points: project_visible(points[:, :3], rig, occlusion=config.occlusion),
+            args.repeat,
+        )
+        stages["projection_occlusion_all_points_ms"] = median_ms(
             lambda points=points: project_points(points[:, :3], rig, occlusion=config.occlusion),
             args.repeat,
         )
@@ -100,7 +114,7 @@ def main() -> None:
             ),
             args.repeat,
         )
-        inputs = prepare(points, channels, images, rig, config).as_dict()
+        inputs = prepare(points, channels, images, rig, config).feed(segmenter.backend.input_names)
         stages["inference_ms"] = median_ms(lambda inputs=inputs: segmenter.backend.infer(inputs), args.repeat)
         result = segmenter.segment(points, channels, images, rig)
         stages["postprocess_ms"] = result.timings["postprocess_ms"]
@@ -118,11 +132,15 @@ def main() -> None:
             + stages["cloud_encode_ms"]
         )
         results[name] = stages
-    print(f"# node path stages, {args.threads} threads, median of {args.repeat} (JPEG: {args.repeat // 4})")
+    memory = ", freed memory kept" if args.keep_freed_memory else ""
+    print(
+        f"# node path stages, {args.threads} threads{memory}, median of {args.repeat}"
+        f" (JPEG: {args.repeat // 4})"
+    )
     for name, stages in results.items():
         print(f"## {name}")
         for stage, value in stages.items():
-            print(f"{stage:<28} {value:8.2f} ms")
+            print(f"{stage:<36} {value:8.2f} ms")
     write_json(args.json, results)
 
 

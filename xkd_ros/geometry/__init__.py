@@ -2,7 +2,13 @@
 
 from xkd_ros.geometry.camera import DISTORTION_MODELS, CalibrationError, CameraIntrinsics
 from xkd_ros.geometry.lidar import SENSOR_PRESETS, LidarProfile, intensity_mismatch
-from xkd_ros.geometry.projection import Projection, project_points, transform_points
+from xkd_ros.geometry.projection import (
+    CameraHits,
+    Projection,
+    project_points,
+    project_visible,
+    transform_points,
+)
 from xkd_ros.geometry.rig import CameraCalibration, Rig
 from xkd_ros.geometry.transforms import (
     compensate_lidar_to_camera,
@@ -16,6 +22,7 @@ __all__ = [
     "SENSOR_PRESETS",
     "CalibrationError",
     "CameraCalibration",
+    "CameraHits",
     "CameraIntrinsics",
     "LidarProfile",
     "Projection",
@@ -25,6 +32,7 @@ __all__ = [
     "interpolate_pose",
     "invert_transform",
     "project_points",
+    "project_visible",
     "transform_from_quaternion",
     "transform_points",
 ]

@@ -95,17 +95,23 @@ class CameraIntrinsics:
         lens model is valid for (polynomial distortion folds far-off-axis rays back into the image) and
         inside [0, width) x [0, height). Pixel coordinates are NaN for points behind the camera.
         """
-        x, y, depth = points_cam[:, 0], points_cam[:, 1], points_cam[:, 2]
+        return self.project_coordinates(points_cam[:, 0], points_cam[:, 1], points_cam[:, 2], min_depth)
+
+    def project_coordinates(
+        self, x: np.ndarray, y: np.ndarray, depth: np.ndarray, min_depth: float = 0.1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`project` of camera-frame coordinates given apart (x, y, depth: (N,) each, one dtype): a caller
+        that has them apart builds no (N, 3) stack, and contiguous rows read faster than its columns."""
         in_front = depth > min_depth
         with np.errstate(divide="ignore", invalid="ignore"):  # behind or on the camera plane: masked below
-            inverse_depth = np.where(in_front, 1 / depth, np.nan).astype(points_cam.dtype, copy=False)
+            inverse_depth = np.where(in_front, 1 / depth, np.nan).astype(depth.dtype, copy=False)
         x, y = x * inverse_depth, y * inverse_depth
         mask = in_front
         if not self.is_pinhole:
             mask = mask & (x * x + y * y < self.max_radius**2)
             x, y = self._distort(x, y)
         K = self.K
-        uv = np.empty((len(points_cam), 2), dtype=np.float32)
+        uv = np.empty((len(depth), 2), dtype=np.float32)
         u, v = uv[:, 0], uv[:, 1]
         np.multiply(x, K[0, 0], out=u, casting="same_kind")
         u += K[0, 1] * y + K[0, 2]
