@@ -155,6 +155,42 @@ def test_gather_pixels_reads_each_points_pixel():
     torch.testing.assert_close(gather_pixels(feature_map, point_index), expected)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_range_branch_is_the_plain_cenet_head_and_point_fusion(train):
+    """RangeBranch.forward reorders linear steps for speed; its values and gradients are the plain
+    formulation's: the neck over the concatenated upsampled scales, then upsampling, the gather, and fuse
+    over the concatenated pixel and point features."""
+    from torch.nn import functional
+
+    torch.manual_seed(0)
+    config = tiny_config(range_widths=[8, 12, 16, 20], range_strides=[[1, 2], [2, 2], [2, 2]])
+    branch = build_model(config).range_branch.train(train)
+    inputs = make_inputs(config, [300, 200], rows=16)
+    args = inputs["range_image"], inputs["point_features"], inputs["point_index"]
+
+    def plain(range_image, point_features, point_index):
+        x, scales = branch.stem(branch.input_norm(range_image)), []
+        for layer in branch.stages:
+            x = layer(x)
+            scales.append(x)
+        size = scales[0].shape[-2:]
+        pyramid = [scales[0], *(functional.interpolate(s, size=size, mode="bilinear") for s in scales[1:])]
+        feature_map = branch.neck(torch.cat(pyramid, dim=1))
+        feature_map = functional.interpolate(feature_map, size=range_image.shape[-2:], mode="bilinear")
+        pixel_features = gather_pixels(feature_map, point_index)
+        return branch.fuse(torch.cat([pixel_features, branch.point_mlp(point_features)], dim=1))
+
+    with torch.random.fork_rng():  # the same BatchNorm batch statistics in both (train mode)
+        got = branch(*args)
+    want = plain(*args)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(got.shape)
+    first = torch.autograd.grad((got * weights).sum(), [branch.neck[0].weight, branch.fuse[0][0].weight])
+    second = torch.autograd.grad((want * weights).sum(), [branch.neck[0].weight, branch.fuse[0][0].weight])
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_sample_views_uses_each_frames_own_cameras():
     # frame 0's two cameras hold 1 and 2 everywhere, frame 1's hold 3 and 4
     image_features = torch.arange(1.0, 5.0).view(4, 1, 1, 1).expand(4, 2, 6, 8)

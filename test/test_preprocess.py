@@ -679,3 +679,35 @@ def test_heights_are_above_the_ground_so_rigs_of_other_mounts_agree():
     np.testing.assert_allclose(inputs[0].point_features[:, 2], ground[:, 2], atol=1e-6)
     np.testing.assert_allclose(inputs[0].point_features[:, 2], inputs[1].point_features[:, 2], atol=1e-6)
     np.testing.assert_allclose(inputs[0].range_image[3], inputs[1].range_image[3], atol=1e-6)
+
+
+@pytest.mark.parametrize(("points", "cameras"), [(500, 6), (300, 1), (40, 0), (0, 3)])
+def test_fusion_slots_hold_every_visible_pair_once_in_rig_order(points, cameras):
+    """The compact camera inputs of an exported graph against a per-point loop: the points some camera
+    sees, each one's visible cameras in rig order with their uv, padding slots invisible, and each point's
+    place among the fused then LiDAR-only results."""
+    from xkd_ros.preprocess import fusion_slots
+
+    rng = np.random.default_rng(points + cameras)
+    visible = (rng.random((points, cameras)) < 0.3).astype(np.float32)
+    point_uv = np.where(visible[..., None] > 0, rng.uniform(-1, 1, (points, cameras, 2)), 0).astype(
+        np.float32
+    )
+    slots = fusion_slots(point_uv, visible)
+    fused = [p for p in range(points) if visible[p].any()]
+    assert slots["fused_index"].tolist() == fused
+    assert slots["lidar_index"].tolist() == [p for p in range(points) if not visible[p].any()]
+    width = max([1, *(int(visible[p].sum()) for p in fused)])
+    assert slots["fused_view"].shape == slots["fused_visible"].shape == (len(fused), width)
+    assert slots["fused_uv"].shape == (len(fused), width, 2)
+    for row, p in enumerate(fused):
+        cams = np.flatnonzero(visible[p]).tolist()
+        assert slots["fused_view"][row, : len(cams)].tolist() == cams
+        assert slots["fused_visible"][row].tolist() == [1.0] * len(cams) + [0.0] * (width - len(cams))
+        np.testing.assert_array_equal(slots["fused_uv"][row, : len(cams)], point_uv[p, cams])
+    order = np.concatenate([slots["fused_index"], slots["lidar_index"]])
+    np.testing.assert_array_equal(order[slots["output_source"]], np.arange(points))
+    assert {name: array.dtype for name, array in slots.items() if name != "fused_uv"} == {
+        "fused_index": np.int64, "fused_view": np.int64, "fused_visible": np.float32,
+        "lidar_index": np.int64, "output_source": np.int64,
+    }  # fmt: skip

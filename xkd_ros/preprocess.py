@@ -273,27 +273,29 @@ def fusion_slots(point_uv: np.ndarray, point_visible: np.ndarray) -> dict[str, n
     """The compact fusion inputs (FUSION_SLOT_NAMES, module docstring) of dense point_uv (N, M, 2) and
     point_visible (N, M): the same pairs, the invisible ones left out. V is at least 1 (a graph axis of
     size 0 is refused by some runtimes)."""
-    visible = point_visible > 0
-    count = visible.sum(axis=1)
+    points, cameras = point_visible.shape
+    pairs = np.flatnonzero(point_visible > 0)  # the visible (point, camera) pairs, by point then camera
+    point, camera = np.divmod(pairs, cameras) if cameras else (pairs, pairs)
+    count = np.bincount(point, minlength=points)
     fused_index = np.flatnonzero(count)
     lidar_index = np.flatnonzero(count == 0)
-    slots = max(1, int(count.max(initial=0)))
-    seen = visible[fused_index]
-    # each point's visible cameras first, in rig order: slot k holds the camera where the running count of
-    # visible cameras reaches k + 1 (a padding slot holds camera 0 and is not visible)
-    rank = np.cumsum(seen, axis=1, dtype=np.int8)
-    view = np.zeros((len(fused_index), slots), dtype=np.int64)
-    slot_visible = np.zeros((len(fused_index), slots), dtype=np.float32)
-    for slot in range(slots if seen.shape[1] else 0):
-        hit = seen & (rank == slot + 1)
-        view[:, slot] = hit.argmax(axis=1)
-        slot_visible[:, slot] = hit.any(axis=1)
-    output_source = np.empty(len(count), dtype=np.int64)
+    output_source = np.empty(points, dtype=np.int64)
     output_source[fused_index] = np.arange(len(fused_index))
-    output_source[lidar_index] = np.arange(len(fused_index), len(count))
+    output_source[lidar_index] = np.arange(len(fused_index), points)
+    # a pair's slot: its place among its point's visible cameras (rig order); padding slots stay camera 0
+    seen = count[fused_index]
+    slot = np.arange(len(pairs)) - np.repeat(np.cumsum(seen) - seen, seen)
+    row = output_source[point]
+    shape = (len(fused_index), max(1, int(count.max(initial=0))))
+    view = np.zeros(shape, dtype=np.int64)
+    slot_visible = np.zeros(shape, dtype=np.float32)
+    uv = np.zeros((*shape, 2), dtype=np.float32)
+    view[row, slot] = camera
+    slot_visible[row, slot] = 1
+    uv[row, slot] = point_uv[point, camera]
     return {
-        "fused_index": fused_index.astype(np.int64, copy=False),
-        "fused_uv": point_uv[fused_index[:, None], view],
+        "fused_index": fused_index,
+        "fused_uv": uv,
         "fused_view": view,
         "fused_visible": slot_visible,
         "lidar_index": lidar_index.astype(np.int64, copy=False),
