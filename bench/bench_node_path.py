@@ -4,10 +4,10 @@ projection), inference, post-processing and the labelled cloud's encoding. Media
 
 projection_occlusion_ms is what pre-processing runs (`project_visible`: only the points each camera sees);
 projection_occlusion_all_points_ms is `project_points` (every point in every camera, for the ratio).
---keep-freed-memory runs the whole bench as a process that called xkd_ros.memory.keep_freed_memory (fewer
-page faults per scan: docs/geometry.md).
+The bench process keeps freed memory as segment_node does (xkd_ros.memory.keep_freed_memory: fewer page
+faults per scan, docs/geometry.md); --default-malloc leaves glibc as it is, for the ratio.
 
-Run: .venv/bin/python bench/bench_node_path.py [--repeat 20] [--keep-freed-memory]
+Run: .venv/bin/python bench/bench_node_path.py [--repeat 20] [--default-malloc]
      [--json out/bench/node_path.json]
 """
 
@@ -47,10 +47,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--keep-freed-memory", action="store_true", help="glibc keeps freed memory for reuse")
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc malloc as it is")
     args = parser.parse_args()
-    if args.keep_freed_memory and not keep_freed_memory():
-        parser.error("--keep-freed-memory: this C library has no glibc mallopt")
+    kept = not args.default_malloc and keep_freed_memory()
     cv2.setNumThreads(args.threads)
     frame = load_keyframe(REPO / "test/data/nuscenes_demo")
     segmenter = Segmenter.from_model(REPO / "models/xkd_synthetic.onnx", threads=args.threads)
@@ -132,7 +131,7 @@ def main() -> None:
             + stages["cloud_encode_ms"]
         )
         results[name] = stages
-    memory = ", freed memory kept" if args.keep_freed_memory else ""
+    memory = ", freed memory kept" if kept else ", default malloc"
     print(
         f"# node path stages, {args.threads} threads{memory}, median of {args.repeat}"
         f" (JPEG: {args.repeat // 4})"
