@@ -358,3 +358,50 @@ def test_create_cloud_rejects_mismatched_input():
         create_cloud(Header(), MIXED, np.zeros((3, 6), np.float32))
     with pytest.raises(PointCloud2Error, match="3 dimensions"):
         create_cloud_xyz32(Header(), np.zeros((2, 2, 2, 3), np.float32))
+
+
+def test_a_layout_seen_before_is_served_only_for_exactly_the_same_values():
+    """dtype_from_fields keeps the dtype of each layout it has built (a sensor publishes one layout): values
+    that compare equal to valid ones but are refused (an offset of 4.0) must still be refused after the int
+    layout was cached, numpy integers still read, failures are never kept, and a fields list changed in
+    place is read as changed."""
+
+    def fields(y_offset=4, y_name="y"):
+        return [field("x", 0, F32), SimpleNamespace(name=y_name, offset=y_offset, datatype=F32, count=1)]
+
+    assert dtype_from_fields(fields()) is dtype_from_fields(fields())  # built once, by value
+    for offset in (4.0, np.float32(4)):
+        with pytest.raises(PointCloud2Error, match=r"'y' offset is .*4\.0"):
+            dtype_from_fields(fields(offset))
+    assert dtype_from_fields(fields(np.uint32(4))) == dtype_from_fields(fields())
+    for _ in range(2):  # refused each time: an error is not a cached result
+        with pytest.raises(PointCloud2Error, match="'x' and 'y' overlap"):
+            dtype_from_fields(fields(2))
+    msg = hand_cloud(
+        [field("x", 0, F32), field("y", 4, F32)], struct.pack("=2f", 1.0, 2.0), width=1, point_step=8
+    )
+    assert read_points(msg)["y"].tolist() == [2.0]
+    msg.fields[1].name = "z"  # the same list and PointField objects, changed in place
+    assert read_points(msg).dtype.names == ("x", "z")
+
+
+def test_create_cloud_copies_the_points_once_into_its_own_data():
+    """create_cloud fills the message's own array (one copy, no second one by the data setter): the message
+    holds an array('B') that later changes to the points do not reach, padding zeroed."""
+    points = mixed_points(5)
+    msg = create_cloud(Header(), MIXED, points)
+    before = bytes(msg.data)
+    points["x"] = 99.0
+    assert isinstance(msg.data, array.array)
+    assert msg.data.typecode == "B"
+    assert bytes(msg.data) == before
+    assert read_points(msg)["x"].tolist() != [99.0] * 5
+    padding = np.frombuffer(msg.data, np.uint8).reshape(5, -1)[:, 13]  # between intensity (12) and ring (14)
+    assert not padding.any()
+
+
+def test_read_points_list_of_points_without_fields():
+    msg = hand_cloud([], bytes(12), width=3, point_step=4)
+    listed = read_points_list(msg)
+    assert len(listed) == 3
+    assert all(point == () and point._fields == () for point in listed)

@@ -8,7 +8,6 @@ rclpy ones; created messages are real ``sensor_msgs.msg`` messages.
 
 from __future__ import annotations
 
-import array
 import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
@@ -174,15 +173,13 @@ def _size(msg: ImageLike, name: str) -> int:
     return size
 
 
-def _byte_array(arr: np.ndarray) -> array.array:
-    """array('B') with arr's bytes in one copy.
+def _fill(msg: Image | CompressedImage, arr: np.ndarray) -> None:
+    """A new message's (empty) data filled with arr's bytes in place, one copy in all.
 
-    rclpy keeps an array('B') as is, whereas bytes would be copied once more (and checked element by
-    element when ROS_PYTHON_CHECK_FIELDS=1).
+    Assigning msg.data copies an array('B') once more (rclpy keeps it as is only when
+    ROS_PYTHON_CHECK_FIELDS=1), and bytes are copied too (and checked element by element then).
     """
-    out = array.array("B")
-    out.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
-    return out
+    msg.data.frombytes(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
 
 def _require_array(cvim: Any) -> np.ndarray:
@@ -431,7 +428,7 @@ class CvBridge:
         msg.encoding = type_name if encoding in _PASSTHROUGH else encoding
         msg.is_bigendian = _IS_BIGENDIAN[cvim.dtype.byteorder]
         msg.step = int(cvim.shape[1] * channels * cvim.itemsize)
-        msg.data = _byte_array(cvim)
+        _fill(msg, cvim)
         return msg
 
     def compressed_imgmsg_to_cv2(
@@ -476,5 +473,5 @@ class CvBridge:
             raise CvBridgeError(failure)
         msg = CompressedImage()
         msg.format = dst_format
-        msg.data = _byte_array(encoded)
+        _fill(msg, encoded)
         return msg
