@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PYTHON) bench/bench_preprocess.py --json out/bench/preprocess.json
 	$(PYTHON) bench/bench_model.py --model models/xkd_synthetic.onnx --json out/bench/model.json
 	$(PYTHON) bench/bench_node_path.py --json out/bench/node_path.json
+	$(PYTHON) bench/bench_peers.py --json out/bench/peers.json
 
 # `make test` RUNS times in a row on a fresh clone of HEAD while every core is kept busy, as on a loaded CI
 # machine; report in out/stress/. STRESS_ARGS adds options, e.g. --baseline or --pytest-args test/test_sync.py.
