@@ -8,7 +8,11 @@ nuScenes keyframe (34,688 points, six 1600x900 rgb8 Images and their CameraInfos
 stamps (scan = now, each image = now + the keyframe's camera offset), reliable QoS depth 5. Latency of a
 scan = arrival of its labelled cloud here - its publish time (= its stamp), matched by header stamp. The
 node's RSS (VmRSS) is sampled every 10 s. Prints per 30 s window and overall: scans published, labelled,
-latency p50 / p99 and node RSS.
+latency p50 / p99, node RSS, and whether any scan queued behind another: the node's ~/debug/queue_ms (how
+long each prepared scan waited for the inference thread, pipeline.overlap; at most one inference when
+nothing piles up) p99 / max, its "scans superseded before inference" counter (/diagnostics) grown in the
+window, and labelled clouds arriving older than one already labelled (out of order: never, with a queue of
+one). Overall also: the node's inference_ms and total_ms p50 / p99 (~/debug).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ WINDOW_S = 30.0
 DISCOVERY_S = 30.0
 DRAIN_S = 5.0
 NS_PER_S = 1_000_000_000
+DEBUG_STAGES = ("queue", "inference", "total")  # the node's ~/debug/<stage>_ms recorded
+SUPERSEDED = "scans superseded before inference"
 
 
 def rss_mb(pid: int) -> float | None:
@@ -52,6 +58,23 @@ def percentiles(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def p99_max(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.percentile(values, 99)), float(max(values))
+
+
+def grown(samples: list[tuple[float, int]], low: float, high: float) -> int | None:
+    """How much a counter of the node sampled as (t, value) grew from `low` to `high` (the last sample
+    before each; 0 before the first: the node started with this run and had no scan before it): None
+    without samples."""
+    if not samples:
+        return None
+    before = [v for t, v in samples if t < low] or [0]
+    until = [v for t, v in samples if t < high] or [0]
+    return until[-1] - before[-1]
 
 
 def fmt(value: float | None, spec: str = ".0f") -> str:
@@ -74,7 +97,10 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
     offsets_ns = {c: round((frame.image_stamps[c] - frame.stamp) * NS_PER_S) for c in cameras}
     published: dict[int, float] = {}  # stamp ns -> publish time (s since start)
     arrived: dict[int, float] = {}  # stamp ns -> arrival time (s since start)
-    totals: list[float] = []
+    out_of_order: list[float] = []  # arrival times of labelled clouds older than one already arrived
+    newest = [-1]
+    debug: dict[str, list[tuple[float, float]]] = {stage: [] for stage in DEBUG_STAGES}  # (t, ms)
+    superseded: list[tuple[float, int]] = []  # (t, the node's counter) from /diagnostics
     publish_ms: list[float] = []  # time this process spends publishing one scan's messages
     rss: list[tuple[float, float]] = []
     diagnostics: dict[str, str] = {}  # the node's last /diagnostics values: its own count of scans
@@ -84,19 +110,26 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
         now = time.time()
         stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
         arrived.setdefault(stamp, now - start)
+        if stamp < newest[0]:
+            out_of_order.append(now - start)
+        newest[0] = max(newest[0], stamp)
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        diagnostics.update({kv.key: kv.value for kv in msg.status[0].values})
+        if SUPERSEDED in diagnostics:
+            superseded.append((time.time() - start, int(diagnostics[SUPERSEDED])))
+
+    def on_debug(stage: str) -> Callable[[Float64], None]:
+        return lambda msg: debug[stage].append((time.time() - start, msg.data))
 
     with joined(env, "xkd_soak_bench") as (node, executor):
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         cloud_pub = node.create_publisher(PointCloud2, "/lidar/points", qos)
         image_pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", qos) for c in cameras}
         info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
-        node.create_subscription(Float64, f"/{NODE}/debug/total_ms", lambda m: totals.append(m.data), 50)
-        node.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            lambda m: diagnostics.update({kv.key: kv.value for kv in m.status[0].values}),
-            10,
-        )
+        for stage in DEBUG_STAGES:
+            node.create_subscription(Float64, f"/{NODE}/debug/{stage}_ms", on_debug(stage), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
         labelled = f"/{NODE}/output/labeled_cloud"
         waited = time.monotonic()
@@ -162,7 +195,9 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
     return {
         "published": published,
         "arrived": arrived,
-        "totals": totals,
+        "out_of_order": out_of_order,
+        "debug": debug,
+        "superseded": superseded,
         "publish_ms": publish_ms,
         "rss": rss,
         "start": start,
@@ -174,12 +209,16 @@ def summarise(records: dict, seconds: float) -> dict:
     published, arrived, rss = records["published"], records["arrived"], records["rss"]
     scans = sorted((t, (arrived[s] - t) * 1e3 if s in arrived else None) for s, t in published.items())
     windows = []
-    for index in range(max(1, int(np.ceil(seconds / WINDOW_S)))):
+    count = max(1, int(np.ceil(seconds / WINDOW_S)))
+    for index in range(count):
         low, high = index * WINDOW_S, min((index + 1) * WINDOW_S, seconds)
         inside = [lat for t, lat in scans if low <= t < high]
         latencies = [lat for lat in inside if lat is not None]
         p50, p99 = percentiles(latencies)
         samples = [mb for t, mb in rss if low <= t < high]
+        # what the node sent after the last scan was published (the drain) counts in the last window
+        until = float("inf") if index == count - 1 else high
+        queue_p99, queue_max = p99_max([ms for t, ms in records["debug"]["queue"] if low <= t < until])
         windows.append(
             {
                 "from_s": low,
@@ -188,12 +227,17 @@ def summarise(records: dict, seconds: float) -> dict:
                 "labelled": len(latencies),
                 "latency_p50_ms": p50,
                 "latency_p99_ms": p99,
+                "queue_p99_ms": queue_p99,
+                "queue_max_ms": queue_max,
+                "superseded": grown(records["superseded"], low, until),
+                "out_of_order": sum(low <= t < until for t in records["out_of_order"]),
                 "node_rss_mb": samples[-1] if samples else None,
             }
         )
     latencies = [lat for _, lat in scans if lat is not None]
     p50, p99 = percentiles(latencies)
-    totals = records["totals"]
+    debug = {stage: [ms for _, ms in samples] for stage, samples in records["debug"].items()}
+    queue_p99, queue_max = p99_max(debug["queue"])
     memory = [mb for _, mb in rss]
     overall = {
         "published": len(scans),
@@ -203,13 +247,25 @@ def summarise(records: dict, seconds: float) -> dict:
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
         "latency_max_ms": max(latencies) if latencies else None,
-        "node_total_ms_p50": float(np.percentile(totals, 50)) if totals else None,
+        "queue_p50_ms": percentiles(debug["queue"])[0],
+        "queue_p99_ms": queue_p99,
+        "queue_max_ms": queue_max,
+        "superseded_before_inference": grown(records["superseded"], -1.0, float("inf")),
+        "out_of_order": len(records["out_of_order"]),
+        "node_inference_ms_p50": percentiles(debug["inference"])[0],
+        "node_inference_ms_p99": percentiles(debug["inference"])[1],
+        "node_total_ms_p50": percentiles(debug["total"])[0],
+        "node_total_ms_p99": percentiles(debug["total"])[1],
         "publish_ms_p50": float(np.percentile(records["publish_ms"], 50)) if records["publish_ms"] else None,
         "rss_first_mb": memory[0] if memory else None,
         "rss_last_mb": memory[-1] if memory else None,
         "rss_max_mb": max(memory) if memory else None,
     }
-    node = {k: v for k, v in records["diagnostics"].items() if k.startswith("scans")}
+    node = {
+        k: v
+        for k, v in records["diagnostics"].items()
+        if k.startswith("scans") or k in ("pipeline", "backend", "inference threads")
+    }
     return {
         "windows": windows,
         "overall": overall,
@@ -219,20 +275,32 @@ def summarise(records: dict, seconds: float) -> dict:
 
 
 def print_report(summary: dict) -> None:
-    print(f"{'window [s]':>12} {'published':>10} {'labelled':>9} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
+    print(
+        f"{'window [s]':>12} {'published':>10} {'labelled':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'queue p99':>10} {'queue max':>10} {'superseded':>11} {'out of order':>13} {'RSS MB':>8}"
+    )
     for w in summary["windows"]:
         span = f"{w['from_s']:.0f}-{w['to_s']:.0f}"
         print(
             f"{span:>12} {w['published']:>10} {w['labelled']:>9} {fmt(w['latency_p50_ms']):>8} "
-            f"{fmt(w['latency_p99_ms']):>8} {fmt(w['node_rss_mb']):>8}"
+            f"{fmt(w['latency_p99_ms']):>8} {fmt(w['queue_p99_ms']):>10} {fmt(w['queue_max_ms']):>10} "
+            f"{fmt(w['superseded'], 'd'):>11} {w['out_of_order']:>13} {fmt(w['node_rss_mb']):>8}"
         )
     o = summary["overall"]
     print(
         f"overall: published {o['published']}, labelled {o['labelled']}, dropped {o['dropped']}; "
         f"latency p50 {fmt(o['latency_p50_ms'])} ms, p99 {fmt(o['latency_p99_ms'])} ms "
-        f"(node total_ms p50 {fmt(o['node_total_ms_p50'])}, publishing p50 {fmt(o['publish_ms_p50'])}); "
-        f"node RSS first {fmt(o['rss_first_mb'])}, "
+        f"(node total_ms p50 {fmt(o['node_total_ms_p50'])} p99 {fmt(o['node_total_ms_p99'])}, "
+        f"inference_ms p50 {fmt(o['node_inference_ms_p50'])} p99 {fmt(o['node_inference_ms_p99'])}, "
+        f"publishing p50 {fmt(o['publish_ms_p50'])}); node RSS first {fmt(o['rss_first_mb'])}, "
         f"last {fmt(o['rss_last_mb'])}, max {fmt(o['rss_max_mb'])} MB"
+    )
+    print(
+        f"queued behind another: queue_ms p50 {fmt(o['queue_p50_ms'], '.1f')}, p99 "
+        f"{fmt(o['queue_p99_ms'], '.1f')}, max {fmt(o['queue_max_ms'], '.1f')} ms (a scan waits for one "
+        f"inference at most: inference_ms p99 {fmt(o['node_inference_ms_p99'])}); "
+        f"superseded before inference {fmt(o['superseded_before_inference'], 'd')}; "
+        f"labelled out of order {o['out_of_order']}"
     )
     print(
         "node's own counts (/diagnostics): "

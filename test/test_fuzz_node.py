@@ -2,7 +2,8 @@
 callbacks and its poll (hypothesis, fixed seed, bounded count).
 
 It never raises, and every scan is accounted for: received = too large + refused + queued in the collector;
-queued = emitted + dropped (counted by reason) + pending; emitted = labelled + malformed + failed. Every
+queued = emitted + dropped (counted by reason) + pending; emitted = labelled + malformed + failed +
+superseded before inference (none here: each poll waits for the inference thread). Every
 image of an emitted set is used or counted as refused, and a CameraInfo of another size than the rig's is
 counted as refused."""
 
@@ -209,7 +210,9 @@ def _ledger(node) -> dict[str, int]:
     stats = node.collector.stats
     counts = dict(node.counts)
     scans = {key: counts.get(f"scans {key}", 0) for key in ("received", "too large", "refused", "labelled")}
-    scans.update({key: counts.get(f"scans {key}", 0) for key in ("malformed", "failed")})
+    scans.update(
+        {key: counts.get(f"scans {key}", 0) for key in ("malformed", "failed", "superseded before inference")}
+    )
     return {
         **scans,
         "queued": stats.scans_received,
@@ -249,13 +252,16 @@ def test_node_survives_and_accounts_for_every_input(node, messages, data):
     sequence = data.draw(st.one_of(st.none(), st.integers(1, 10**6)), label="sequence")
     node._on_cloud(_stamped(cloud, sec, nanosec), {} if sequence is None else info(sequence, b"fuzz"))
     node._on_poll()
+    assert node.wait_idle(120), "the inference thread is still busy after 120 s"
 
     after = _ledger(node)
     delta = {key: after[key] - before[key] for key in after}
     assert delta["received"] == 1
     assert after["received"] == after["too large"] + after["refused"] + after["queued"]
     assert after["queued"] == after["emitted"] + after["dropped"] + after["pending"]
-    assert after["emitted"] == after["labelled"] + after["malformed"] + after["failed"]
+    assert after["emitted"] == (
+        after["labelled"] + after["malformed"] + after["failed"] + after["superseded before inference"]
+    )
     assert delta["infos refused"] >= refused_infos
     if cloud.width * cloud.height > MAX_POINTS:
         assert delta["too large"] == 1

@@ -163,13 +163,15 @@ def test_startup_error_is_one_line_and_exit_1(ros_env, tmp_path, args, named):
 
 # ------------------------------------------------------------------ the per-scan path, in this process
 def _frame(node, messages, shift: int, cloud=None, images: dict | None = None, sequence=None) -> None:
-    """A frame into the node's callbacks (images, then the scan, moved `shift` seconds), then a poll."""
+    """A frame into the node's callbacks (images, then the scan, moved `shift` seconds), then a poll, and
+    the wait for the inference thread to be done with it (pipeline.overlap)."""
     for camera in node.cameras:
         image = (images or {}).get(camera, messages.images[camera])
         node._on_image(camera, restamped(image, shift), {})
     scan = restamped(messages.cloud if cloud is None else cloud, shift)
     node._on_cloud(scan, {} if sequence is None else info(sequence))
     node._on_poll()
+    assert node.wait_idle(120), "the inference thread is still busy after 120 s"
 
 
 @pytest.mark.dds
@@ -180,11 +182,11 @@ def test_any_inference_error_skips_the_scan_and_the_node_lives_on(ros_env, frame
         def fail(*args, **kwargs):
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
 
-        node.segmenter.segment = fail
+        node.segmenter.infer = fail  # on the inference thread (pipeline.overlap)
         _frame(node, frame_messages, 1)
         assert node.counts["scans failed"] == 1
         assert node.log.warnings(CLOUD, "RuntimeError", "Failed to allocate memory")
-        del node.segmenter.segment
+        del node.segmenter.infer
         _frame(node, frame_messages, 2)
         assert node.counts["scans labelled"] == 1
         assert node.diagnostic_values()["scans failed"] == "1"
@@ -329,7 +331,7 @@ def test_warnings_are_throttled_per_topic_and_kind(ros_env, frame_messages):
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, cloud=cut)
         _frame(node, frame_messages, 2, cloud=cut)
-        node.segmenter.segment = lambda *a, **k: (_ for _ in ()).throw(ValueError("points: no good"))
+        node.segmenter.prepare = lambda *a, **k: (_ for _ in ()).throw(ValueError("points: no good"))
         _frame(node, frame_messages, 3)
         assert node.counts["scans malformed"] == 2
         assert len(node.log.warnings(CLOUD, "malformed PointCloud2")) == 1

@@ -1,10 +1,19 @@
 """`segment_node`: the ROS 2 glue around Collector (sync) and Segmenter (pipeline).
 
 Callbacks only store messages (stamped by their header, timed by time.monotonic on arrival); a 10 ms timer
-polls the collector and runs decode -> segment -> publish on the newest ready scan. With the shipped queue
-depth of 1 a busy node finds only the newest messages when it looks again, so latency does not build up
-(the executor takes one message per topic per turn: a deeper queue is worked through oldest first).
-CompressedImages are decoded over a thread pool, at the reduced scale the network allows.
+polls the collector and, on the newest ready scan, decodes it and its images and pre-processes them
+(Segmenter.prepare). With `pipeline.overlap` (the default) the prepared scan goes to an inference thread
+(xkd_ros.overlap.NewestWorker: Segmenter.infer, the labelled cloud, publishing) while the timer's thread
+decodes and prepares the next scan: ONNX Runtime releases the GIL, so the two overlap. Between them is a
+queue of one: a prepared scan still waiting when a newer one is ready is dropped and counted ("scans
+superseded before inference"), so a scan never waits behind another. With an input queue deeper than one
+(qos.depth > 1: every scan is wanted, as when an evaluation works through a recording) the timer's thread
+waits for the slot instead, dropping nothing, and the executor takes the next messages only then, as
+without the overlap. Without the overlap the timer's thread does it all, one scan at a time. With the
+shipped input queue depth of 1 a busy node finds only the newest messages when it looks again, so latency
+does not build up there either (the executor takes one message per topic per turn: a deeper queue is worked
+through oldest first). CompressedImages are decoded over a thread pool, at the reduced scale the network
+allows.
 
 Parameters are what config/segment.schema.json declares (xkd_ros.parameters validates them, without ROS);
 a bad parameter, file, model or calibration is one line naming it, and the process exits 1. They are read
@@ -58,11 +67,13 @@ from xkd_ros.geometry import CalibrationError, Rig, intensity_mismatch
 from xkd_ros.geometry.rig import CameraCalibration
 from xkd_ros.inference import choose_backend
 from xkd_ros.msgs import camera_info_to_intrinsics, compressed_image_size, create_labeled_cloud
+from xkd_ros.overlap import NewestWorker
 from xkd_ros.parameters import (
     NODE_NAME,
     OFFSETS,
     ParameterError,
     check_offsets,
+    inference_threads,
     is_ros_parameter,
     item_type,
     leaves,
@@ -71,7 +82,7 @@ from xkd_ros.parameters import (
     validate_parameters,
 )
 from xkd_ros.paths import config_path, share_dir
-from xkd_ros.pipeline import REQUIRED_CHANNELS, Segmenter
+from xkd_ros.pipeline import REQUIRED_CHANNELS, PreparedScan, Segmenter
 from xkd_ros.preprocess import IMAGE_REDUCTIONS, check_image, decode_reduction, image_reduction
 from xkd_ros.sync import Collector, SyncConfig
 
@@ -82,6 +93,8 @@ LOG_THROTTLE_S = 5.0
 SCAN_TIMEOUT_S = 1.0
 RATE_WINDOW_S = 5.0
 INTENSITY_CHECK_SCANS = 5  # the first scans' intensities are checked against lidar.intensity_scale
+STOP_TIMEOUT_S = 30.0  # longest wait at shutdown for the scan in inference (a 128-beam scan takes seconds)
+SUPERSEDED = "scans superseded before inference"
 CLOUD_TOPIC = "~/input/pointcloud"
 # The cloud fields Segmenter.segment uses (x, y, z, intensity, and ring where present): the only ones decoded.
 POINT_FIELDS = (*REQUIRED_CHANNELS, "ring")
@@ -121,6 +134,14 @@ def _same_calibration(a: CameraInfo, b: CameraInfo) -> bool:
     return all(np.array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f))) for f in "dkrp")
 
 
+def _cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _sync_counters(stats: Any) -> dict[str, int]:
     """The Collector's integer counters by name (whatever SyncStats holds)."""
     return {
@@ -130,11 +151,25 @@ def _sync_counters(stats: Any) -> dict[str, int]:
     }
 
 
+@dataclasses.dataclass(eq=False)
+class _PreparedCloud:
+    """A scan decoded and pre-processed on the timer's thread, with what its labelled cloud is made of."""
+
+    header: Any
+    stamp: float
+    xyz: np.ndarray
+    intensity: np.ndarray
+    prepared: PreparedScan
+    decode_ms: float
+
+
 class SegmentNode(Node):
     """Subscribes a LiDAR scan and per-camera images (+ CameraInfo); publishes the labelled scan."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self._decoder: ThreadPoolExecutor | None = None  # before anything can fail: destroy_node reads it
+        self._decoder: ThreadPoolExecutor | None = None  # before anything can fail: destroy_node reads them
+        self._worker: NewestWorker[_PreparedCloud] | None = None
+        self._lost_at_shutdown = 0  # scans in inference when Ctrl-C shut the context down
         super().__init__(NODE_NAME, **kwargs)
         try:
             self._start()
@@ -149,7 +184,8 @@ class SegmentNode(Node):
         )
         try:
             self.backend_name, self.backend_reason = choose_backend(p["backend"])
-            self.segmenter = Segmenter.from_model(model_path, self.backend_name, p["threads"])
+            self.threads = inference_threads(p["threads"], p["pipeline.overlap"], _cores())
+            self.segmenter = Segmenter.from_model(model_path, self.backend_name, self.threads)
         except Exception as error:  # any loader failure is a start-up error naming the model
             raise StartupError(f"model {str(model_path)!r}: {error}") from None
         rig_path = resolve_path(p["rig_path"], config_path("nuscenes.rig.yaml"), "rig path")
@@ -182,6 +218,7 @@ class SegmentNode(Node):
             )
         )
         self.max_points = p["max_points"]
+        self._every_scan = p["qos.depth"] > 1  # the overlap's hand-off waits rather than drops
         self.compressed = p["camera_transport"] == "compressed"
         # JPEG decoding releases the GIL, so a thread per camera (up to the cores) spreads it over them.
         workers = min(len(self.cameras), os.cpu_count() or 1)
@@ -235,21 +272,24 @@ class SegmentNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/class_markers", latched)
         self.debug_pubs = {
             name: self.create_publisher(Float64, f"~/debug/{name}_ms", 10)
-            for name in ("decode", *STAGES, "pipeline_latency")
+            for name in ("decode", "queue", *STAGES, "pipeline_latency")
         }
         self.fused_pub = self.create_publisher(String, "~/debug/fused_cameras", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if p["pipeline.overlap"]:  # the publishers exist before the worker can publish
+            self._worker = NewestWorker(self._label, self._scan_failed, name="inference")
         self.create_timer(0.01, self._on_poll)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(5.0, self._publish_markers)
         self._publish_markers()
         self.get_logger().info(
             f"model {model_path} ({self.backend_name}: {self.backend_reason}; "
+            f"{self.threads or 'default'} inference thread(s); "
             f"class set {self.classes.name!r}), "
             f"rig {rig_path}: {self.rig_summary}; LiDAR {self.rig.lidar.describe()}; "
             f"cameras {list(self.cameras)} ({p['camera_transport']}), "
             f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}, "
-            f"max_points {self.max_points}"
+            f"max_points {self.max_points}, pipeline {self._pipeline()}"
         )
 
     # ---------------------------------------------------------------- parameters
@@ -364,10 +404,18 @@ class SegmentNode(Node):
             return
         try:
             self._process(synced)
-        except Exception as error:  # inference included: any failure skips this scan, never the node
-            self._fault(CLOUD_TOPIC, "scans failed", f"scan not labelled: {type(error).__name__}: {error}")
+        except Exception as error:  # pre-processing (or, without the overlap, inference): skip the scan
+            self._scan_failed(error)
+
+    def _scan_failed(self, error: BaseException) -> None:
+        if not self.context.ok():  # Ctrl-C shut the context down under the inference thread's publishing
+            self._lost_at_shutdown += 1
+            return
+        self._fault(CLOUD_TOPIC, "scans failed", f"scan not labelled: {type(error).__name__}: {error}")
 
     def _process(self, synced: Any) -> None:
+        """Decode and pre-process a synchronised set on the timer's thread, then label it: on the inference
+        thread (replacing a prepared scan still waiting for it, counted) or, without the overlap, here."""
         start = time.perf_counter()
         cloud = synced.scan
         try:
@@ -385,12 +433,30 @@ class SegmentNode(Node):
         decode_ms = 1e3 * (time.perf_counter() - start)
         self._last_missing = tuple(c for c in self.cameras if c not in images)
         self._last_matched = len(images)
-        result = self.segmenter.segment(points, channels, images, rig)
+        prepared = self.segmenter.prepare(points, channels, images, rig)
         intensity = points[:, channels.index("intensity")]
+        if self._intensity_checked < INTENSITY_CHECK_SCANS:
+            self._check_intensity(intensity)
+        scan = _PreparedCloud(cloud.header, synced.stamp, points[:, :3], intensity, prepared, decode_ms)
+        if self._worker is None:
+            self._label(scan, 0.0)
+        elif self._worker.put(scan, wait=self._every_scan):
+            superseded = self.counts[SUPERSEDED] + 1  # counted on this thread only
+            self._fault(
+                CLOUD_TOPIC,
+                SUPERSEDED,
+                "a prepared scan was dropped for a newer one before inference took it (inference is slower "
+                f"than the scans arrive; {superseded} in all)",
+            )
+
+    def _label(self, scan: _PreparedCloud, queue_ms: float) -> None:
+        """Inference, the labelled cloud and every output of one prepared scan (on the inference thread
+        with the overlap: rclpy publishers may be used from any thread)."""
+        result = self.segmenter.infer(scan.prepared)
         out = create_labeled_cloud(
-            cloud.header,
-            points[:, :3],
-            intensity,
+            scan.header,
+            scan.xyz,
+            scan.intensity,
             result.labels,
             result.confidence,
             self.classes.colors,
@@ -401,14 +467,27 @@ class SegmentNode(Node):
         self._last_fused = result.cameras_used
         self._last_fused_share = float(result.seen.mean()) if len(result.seen) else 0.0
         self.fused_pub.publish(String(data=", ".join(result.cameras_used)))
-        if self._intensity_checked < INTENSITY_CHECK_SCANS:
-            self._check_intensity(intensity)
-        self._frame_id = cloud.header.frame_id or self._frame_id
-        self.debug_pubs["decode"].publish(Float64(data=decode_ms))
+        self._frame_id = scan.header.frame_id or self._frame_id
+        self.debug_pubs["decode"].publish(Float64(data=scan.decode_ms))
+        self.debug_pubs["queue"].publish(Float64(data=queue_ms))
         for stage in STAGES:
             self.debug_pubs[stage].publish(Float64(data=float(result.timings[f"{stage}_ms"])))
-        latency = (self.get_clock().now().nanoseconds * 1e-9 - synced.stamp) * 1e3
+        latency = (self.get_clock().now().nanoseconds * 1e-9 - scan.stamp) * 1e3
         self.debug_pubs["pipeline_latency"].publish(Float64(data=latency))
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no prepared scan waits for inference and none is in it (False if `timeout` seconds
+        passed first): what a poll led to is then counted and published. True at once without the overlap."""
+        return self._worker is None or self._worker.idle(timeout)
+
+    def _pipeline(self) -> str:
+        if self._worker is None:
+            return "sequential (pipeline.overlap false)"
+        waiting = "waits for" if self._every_scan else "replaces (counted) a scan still waiting for"
+        return (
+            "overlapped: the next scan is decoded and pre-processed during inference, and "
+            f"{waiting} the inference thread"
+        )
 
     def _check_intensity(self, intensity: np.ndarray) -> None:
         """The first scans' intensities against the profile's scale: a 0..1 scanner set up as 0..255 (or the
@@ -544,12 +623,15 @@ class SegmentNode(Node):
             "too large",
             "malformed",
             "failed",
+            "superseded before inference",
             "refused",
             "lost in transport",
         )
         values: dict[str, Any] = {
             "backend": self.backend_name,
             "backend_reason": self.backend_reason,
+            "inference threads": self.threads or "backend default",
+            "pipeline": self._pipeline(),
             "class set": self.classes.name,
             "rig": self.rig_summary,
             "lidar profile": self.rig.lidar.describe(),
@@ -593,10 +675,23 @@ class SegmentNode(Node):
         self.diag_pub.publish(array_msg)
 
     def destroy_node(self) -> None:
+        """Stop the inference thread (after the scan it is on, if any: an ONNX Runtime run cannot be
+        interrupted), then the decoders, then the rclpy node."""
+        worker, self._worker = self._worker, None
+        stopped = worker is None or worker.stop(STOP_TIMEOUT_S)
         decoder, self._decoder = self._decoder, None
         if decoder is not None:
             decoder.shutdown(wait=True)
         super().destroy_node()
+        # Said once the node is gone: after Ctrl-C its /rosout publisher has no context left to publish in.
+        log = rclpy.logging.get_logger(NODE_NAME)
+        if not stopped:
+            log.warning(
+                f"the inference thread did not finish its scan within {STOP_TIMEOUT_S:g} s: left running"
+            )
+        lost = self._lost_at_shutdown + (worker.discarded_at_stop if worker is not None else 0)
+        if lost:
+            log.info(f"{lost} prepared scan(s) not labelled: the node was shutting down")
 
     # ---------------------------------------------------------------- helpers
     def _image_topic(self, camera: str) -> str:

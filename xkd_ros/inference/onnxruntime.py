@@ -18,7 +18,11 @@ _DTYPES = {
 
 
 class OnnxRuntimeBackend:
-    """One InferenceSession; `threads` caps intra-op threads (0: ONNX Runtime decides)."""
+    """One InferenceSession; `threads` caps intra-op threads (0: ONNX Runtime decides).
+
+    Its worker threads sleep between jobs instead of spin-waiting: on a 2-core machine the spinning threads
+    took the core the node's next scan, DDS and image decoding need (1.8x the CPU per scan on a shared VM,
+    docs/performance.md)."""
 
     name = "onnxruntime"
 
@@ -31,6 +35,7 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = set(ort.get_available_providers())
         chosen = [p for p in providers if p in available]
         if not chosen:
