@@ -66,6 +66,7 @@ from xkd_ros.data.messages import (
 from xkd_ros.geometry import CalibrationError, Rig, intensity_mismatch
 from xkd_ros.geometry.rig import CameraCalibration
 from xkd_ros.inference import choose_backend
+from xkd_ros.memory import keep_freed_memory
 from xkd_ros.msgs import camera_info_to_intrinsics, compressed_image_size, create_labeled_cloud
 from xkd_ros.overlap import NewestWorker
 from xkd_ros.parameters import (
@@ -747,6 +748,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     code = 0
     try:
+        keep_freed_memory()  # before the first scan: per-scan arrays reuse freed memory (xkd_ros.memory)
         _init(args)
         node = SegmentNode()
         executor = SingleThreadedExecutor()
