@@ -74,6 +74,7 @@ setup(
             "xkd-synth = xkd_ros.data.synthetic.generator:main",
             "xkd-train = xkd_ros.train.cli:main",
             "xkd-export = xkd_ros.export:main",
+            "xkd-quantize = xkd_ros.quantize:main",
             "xkd-evaluate = xkd_ros.evaluate:main",
             "segment_node = xkd_ros.node:main",
             "xkd-replay = xkd_ros.replay:main",
