@@ -58,6 +58,20 @@ def test_quantized_model_is_qdq_and_carries_the_metadata(models, data):
     assert entry["ops_quantized"]["Gemm"] > 0
 
 
+def test_quantized_model_has_a_card_the_segmenter_verifies(models):
+    """xkd-quantize writes the card beside the model, as xkd-export does: its sha256 is what from_model
+    checks, so a damaged int8 file is refused at start-up."""
+    model, quantized = models
+    card = quantized.with_suffix(".md").read_text()
+    assert f"- Made by: `xkd-quantize {model} --calibration" in card
+    assert Segmenter.from_model(quantized).model_check.startswith("sha256 matches its model card")
+    damaged = quantized.read_bytes()
+    quantized.with_name("copy.int8.onnx").write_bytes(damaged[:-1] + bytes([damaged[-1] ^ 1]))
+    quantized.with_name("copy.int8.md").write_text(card.replace(quantized.name, "copy.int8.onnx"))
+    with pytest.raises(ValueError, match="sha256"):
+        Segmenter.from_model(quantized.with_name("copy.int8.onnx"))
+
+
 @pytest.mark.parametrize("lidar_only", [False, True], ids=["fusion", "lidar_only"])
 def test_quantized_model_labels_as_the_float_one(models, data, lidar_only):
     """On a frame that was not calibrated on, through the Segmenter as the node runs it (which refuses a

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from xkd_ros.pipeline import METADATA_KEY, Segmenter
+from xkd_ros.pipeline import METADATA_KEY, Segmenter, sha256
 
 # The layers with weights, and the ops between them in the range and image branches: quantizing those too
 # keeps whole residual blocks and the image pyramid in int8 instead of converting back to float after
@@ -287,6 +287,31 @@ def agreement(model: Path, quantized: Path, inputs: Sequence[dict[str, np.ndarra
     return same / max(total, 1)
 
 
+def model_card(model: Path, out: Path, entry: dict[str, Any], same: float, command: str) -> str:
+    """Markdown card of a quantized model, as xkd-export writes one for the float model: the file's
+    sha256 (which Segmenter.from_model checks), the command, the float model it came from and how it was
+    quantized; the data, classes and rigs are the float model's card's."""
+    ops = ", ".join(f"{count} {op}" for op, count in entry["ops_quantized"].items())
+    roots = ", ".join(f"`{root}`" for root in entry["calibration_roots"])
+    lines = [
+        f"# {out.stem}",
+        "",
+        f"- File: `{out.name}`, {out.stat().st_size / 1e6:.2f} MB, sha256 `{sha256(out)}`",
+        f"- Made by: `{command}`",
+        f"- From: `{model.name}` (sha256 `{sha256(model)}`); data, classes, pre-processing and the rigs it "
+        f"takes are that model's (its card: `{model.with_suffix('.md').name}`)",
+        f"- Quantization: {entry['format']}, weights {entry['weights']}, activations {entry['activations']}, "
+        f"{entry['calibration']} calibration on {entry['calibration_frames']} frames of the "
+        f"{entry['calibration_split']} split of {roots}",
+        f"- In int8: {ops}; kept in float: {len(entry['kept_float'])} nodes (Adds on tensors that can be "
+        "empty, where ONNX Runtime 1.32's int8 Add crashes)",
+        f"- Labels as the float model's on {100 * same:.1f} % of the calibration frames' points",
+        "- For ONNX Runtime on the CPU (docs/quantization.md); TensorRT would build it as explicit int8, not "
+        "verified (no GPU here)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """xkd-quantize: an exported model -> its int8 copy (QDQ, per-channel weights) for ONNX Runtime on the
     CPU, calibrated on frames of synthetic training splits."""
@@ -335,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ops = ", ".join(f"{count} {op}" for op, count in entry["ops_quantized"].items())
     same = agreement(args.model, args.out, inputs)
+    command = " ".join(["xkd-quantize", *(argv if argv is not None else sys.argv[1:])])
+    args.out.with_suffix(".md").write_text(model_card(args.model, args.out, entry, same, command))
     print(
         f"{args.out}: {args.out.stat().st_size / 1e6:.1f} MB, {ops} in int8, calibrated on {len(inputs)} "
         f"frames; labels as the float model's on {100 * same:.1f} % of their points"

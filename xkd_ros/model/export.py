@@ -7,6 +7,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import onnx
+import onnxscript.optimizer
 import torch
 from torch import Tensor, nn
 
@@ -130,4 +132,11 @@ def export_onnx(
             verbose=False,
             external_data=False,
         )
+    # Fold what depends on the weights alone (BatchNorms folded into sliced weights, RangeBranch._folded):
+    # the exporter's own pass stops at 8192-element inputs, which would leave Conv and Gemm weights computed
+    # at run time, where quantization would treat them as activations.
+    graph = onnxscript.optimizer.optimize(
+        onnx.load(path), input_size_limit=1 << 24, output_size_limit=1 << 24
+    )
+    onnx.save(graph, path)
     return path

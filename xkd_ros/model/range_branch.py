@@ -3,6 +3,7 @@ fused with a per-point MLP, so points that share a range pixel still get their o
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
@@ -75,18 +76,31 @@ class RangeBranch(nn.Module):
             scales.append(x)
         size = scales[0].shape[-2:]
         neck_conv, neck_norm, neck_act = self.neck
-        weights = neck_conv.weight.split([s.shape[1] for s in scales], dim=1)
-        mixed = functional.conv2d(scales[0], weights[0])
-        for scale, weight in zip(scales[1:], weights[1:], strict=True):
-            mixed = mixed + functional.interpolate(
-                functional.conv2d(scale, weight), size=size, mode="bilinear"
-            )
-        feature_map = neck_act(neck_norm(mixed))
+        weight, bias = self._folded(neck_conv.weight, neck_norm)
+        bounds = torch.tensor([0, *(scale.shape[1] for scale in scales)]).cumsum(0).tolist()
+        # slices, not split: an exported graph keeps the weights constant (quantizable as weights)
+        mixed = functional.conv2d(scales[0], weight[:, : bounds[1]], bias)
+        for scale, start, end in zip(scales[1:], bounds[1:-1], bounds[2:], strict=True):
+            part = functional.conv2d(scale, weight[:, start:end])
+            mixed = mixed + functional.interpolate(part, size=size, mode="bilinear")
+        feature_map = neck_act(neck_norm(mixed) if bias is None else mixed)
         linear, norm, act = self.fuse[0]
-        pixel_weight, point_weight = linear.weight.split(
-            [feature_map.shape[1], self.point_mlp[-1][0].out_features], 1
-        )
-        pixel_part = functional.conv2d(feature_map, pixel_weight[:, :, None, None])
+        weight, bias = self._folded(linear.weight, norm)
+        width = feature_map.shape[1]
+        pixel_part = functional.conv2d(feature_map, weight[:, :width, None, None])
         pixel_part = functional.interpolate(pixel_part, size=range_image.shape[-2:], mode="bilinear")
-        point_part = functional.linear(self.point_mlp(point_features), point_weight)
-        return self.fuse[1:](act(norm(gather_pixels(pixel_part, point_index) + point_part)))
+        hidden = gather_pixels(pixel_part, point_index) + functional.linear(
+            self.point_mlp(point_features), weight[:, width:], bias
+        )
+        return self.fuse[1:](act(norm(hidden) if bias is None else hidden))
+
+    def _folded(self, weight: Tensor, norm: nn.Module) -> tuple[Tensor, Tensor | None]:
+        """`weight` (out first) with the BatchNorm after it folded in, and the bias that leaves (added once,
+        by the first of the summed convolutions or linear maps), in eval mode: the export folds a plain
+        Conv's or Gemm's BatchNorm itself, not one after a sum of them. In training the weight as it is and
+        None: the BatchNorm runs on the batch."""
+        if self.training:
+            return weight, None
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        shape = (-1,) + (1,) * (weight.dim() - 1)
+        return weight * scale.view(shape), norm.bias - norm.running_mean * scale
