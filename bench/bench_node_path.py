@@ -47,12 +47,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--model", type=Path, default=REPO / "models/xkd_synthetic.onnx")
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc malloc as it is")
     args = parser.parse_args()
     kept = not args.default_malloc and keep_freed_memory()
     cv2.setNumThreads(args.threads)
     frame = load_keyframe(REPO / "test/data/nuscenes_demo")
-    segmenter = Segmenter.from_model(REPO / "models/xkd_synthetic.onnx", threads=args.threads)
+    segmenter = Segmenter.from_model(args.model, threads=args.threads)
     config, colors = segmenter.preprocess, load_class_set(segmenter.classes.name).colors
     raw = frame_to_messages(frame, "raw")
     jpeg = frame_to_messages(frame, "jpeg")
@@ -133,7 +134,7 @@ def main() -> None:
         results[name] = stages
     memory = ", freed memory kept" if kept else ", default malloc"
     print(
-        f"# node path stages, {args.threads} threads{memory}, median of {args.repeat}"
+        f"# node path stages, {args.model.name}, {args.threads} threads{memory}, median of {args.repeat}"
         f" (JPEG: {args.repeat // 4})"
     )
     for name, stages in results.items():
