@@ -34,7 +34,7 @@ def _engine_build(model_path):
     from launch.actions import ExecuteProcess
 
     builder = os.path.join(get_package_prefix("xkd_ros"), "lib", "xkd_ros", "xkd-build-engine")
-    model = model_path or _share("models", "xkd_synthetic.onnx")
+    model = model_path or _share("models", "xkd_synthetic.onnx")  # the float graph: TensorRT quantizes itself
     return [ExecuteProcess(cmd=[builder, model], output="screen")]
 
 

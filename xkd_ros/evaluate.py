@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xkd-evaluate", description=main.__doc__)
     parser.add_argument("data", type=Path, help="anything open_frames reads (a synthetic split, a bag, ...)")
     parser.add_argument(
-        "--model", type=Path, default=None, help="an .onnx model (default: models/xkd_synthetic.onnx)"
+        "--model", type=Path, default=None, help="an .onnx model (default: the shipped one for the backend)"
     )
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
     parser.add_argument("--split", default=None, help="split of a synthetic data set (e.g. val)")
@@ -359,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.rate > 0:
         parser.error(f"--rate: {args.rate:g} is not > 0")
-    from xkd_ros.paths import share_dir
+    from xkd_ros.paths import default_model
 
     if args.live:
         return _live(args)
-    model = args.model or share_dir() / "models/xkd_synthetic.onnx"
+    model = args.model or default_model(args.backend)
     frames = open_frames(args.data, **({"split": args.split} if args.split else {}))
     if args.max_frames:
         frames = frames[: args.max_frames]

@@ -65,7 +65,7 @@ from xkd_ros.data.messages import (
 )
 from xkd_ros.geometry import CalibrationError, Rig, intensity_mismatch
 from xkd_ros.geometry.rig import CameraCalibration
-from xkd_ros.inference import choose_backend
+from xkd_ros.inference import BackendError, choose_backend
 from xkd_ros.memory import keep_freed_memory
 from xkd_ros.msgs import camera_info_to_intrinsics, compressed_image_size, create_labeled_cloud
 from xkd_ros.overlap import NewestWorker
@@ -82,7 +82,7 @@ from xkd_ros.parameters import (
     select_cameras,
     validate_parameters,
 )
-from xkd_ros.paths import config_path, share_dir
+from xkd_ros.paths import config_path, default_model
 from xkd_ros.pipeline import REQUIRED_CHANNELS, PreparedScan, Segmenter
 from xkd_ros.preprocess import IMAGE_REDUCTIONS, check_image, decode_reduction, image_reduction
 from xkd_ros.sync import Collector, SyncConfig
@@ -180,11 +180,12 @@ class SegmentNode(Node):
 
     def _start(self) -> None:
         self.params = p = self._declare_parameters()
-        model_path = resolve_path(
-            p["model_path"], share_dir() / "models" / "xkd_synthetic.onnx", "model path"
-        )
         try:
             self.backend_name, self.backend_reason = choose_backend(p["backend"])
+        except BackendError as error:  # names the parameter and the backends there are
+            raise StartupError(str(error)) from None
+        model_path = resolve_path(p["model_path"], default_model(self.backend_name), "model path")
+        try:
             self.threads = inference_threads(p["threads"], p["pipeline.overlap"], _cores())
             self.segmenter = Segmenter.from_model(model_path, self.backend_name, self.threads)
         except Exception as error:  # any loader failure is a start-up error naming the model

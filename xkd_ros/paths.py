@@ -33,3 +33,11 @@ def share_dir() -> Path:
 def config_path(*parts: str) -> Path:
     """A file under config/, e.g. config_path("classes", "synthetic.yaml")."""
     return share_dir().joinpath("config", *parts)
+
+
+def default_model(backend: str) -> Path:
+    """The shipped model a backend runs when none is given: the int8 copy for ONNX Runtime on the CPU
+    (0.7x the float model's inference on 2 cores, within 1 mIoU on the synthetic test splits:
+    docs/quantization.md), the float graph for TensorRT, which builds its own fp16 or int8 engine from it."""
+    name = "xkd_synthetic.int8.onnx" if backend == "onnxruntime" else "xkd_synthetic.onnx"
+    return share_dir() / "models" / name
