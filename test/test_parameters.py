@@ -16,7 +16,6 @@ from xkd_ros.parameters import (
     ParameterError,
     check_offsets,
     defaults,
-    inference_threads,
     launch_overrides,
     leaves,
     lidar_profile,
@@ -265,18 +264,3 @@ def test_lidar_parameters_override_the_rig_profile():
     assert (ouster.beams, ouster.ring_order, ouster.intensity_scale) == (128, "top_down", 1.0)
     table = LidarProfile(beams=3, elevations_deg=(1.0, -1.0, -3.0), fov_up_deg=2.0, fov_down_deg=-4.0)
     assert lidar_profile(table, validate_parameters({"lidar.beams": 16})).elevations_deg == ()
-
-
-@pytest.mark.parametrize(
-    ("threads", "overlap", "cores", "given"),
-    [
-        (0, True, 2, 1),  # the next scan is prepared on the other core
-        (0, True, 8, 7),
-        (0, True, 1, 1),
-        (0, False, 2, 0),  # the backend's default
-        (2, True, 2, 2),  # what is set is what runs
-        (3, False, 2, 3),
-    ],
-)
-def test_inference_threads_leave_a_core_to_the_overlap(threads, overlap, cores, given):
-    assert inference_threads(threads, overlap, cores) == given

@@ -74,7 +74,6 @@ from xkd_ros.parameters import (
     OFFSETS,
     ParameterError,
     check_offsets,
-    inference_threads,
     is_ros_parameter,
     item_type,
     leaves,
@@ -135,14 +134,6 @@ def _same_calibration(a: CameraInfo, b: CameraInfo) -> bool:
     return all(np.array_equal(np.asarray(getattr(a, f)), np.asarray(getattr(b, f))) for f in "dkrp")
 
 
-def _cores() -> int:
-    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _sync_counters(stats: Any) -> dict[str, int]:
     """The Collector's integer counters by name (whatever SyncStats holds)."""
     return {
@@ -186,7 +177,7 @@ class SegmentNode(Node):
             raise StartupError(str(error)) from None
         model_path = resolve_path(p["model_path"], default_model(self.backend_name), "model path")
         try:
-            self.threads = inference_threads(p["threads"], p["pipeline.overlap"], _cores())
+            self.threads = p["threads"]
             self.segmenter = Segmenter.from_model(model_path, self.backend_name, self.threads)
         except Exception as error:  # any loader failure is a start-up error naming the model
             raise StartupError(f"model {str(model_path)!r}: {error}") from None

@@ -35,7 +35,6 @@ __all__ = [
     "ParameterError",
     "check_offsets",
     "defaults",
-    "inference_threads",
     "is_ros_parameter",
     "item_type",
     "launch_overrides",
@@ -281,17 +280,6 @@ def lidar_profile(rig_profile: LidarProfile, params: Mapping[str, Any]) -> Lidar
         return dataclasses.replace(profile, **changes) if changes else profile
     except ValueError as error:
         raise ParameterError(f"parameter 'lidar': {error}") from None
-
-
-def inference_threads(threads: int, overlap: bool, cores: int) -> int:
-    """The inference threads the backend is given for the `threads` parameter on a machine of `cores` cores:
-    what was set, else (0) with `pipeline.overlap` every core but one, which decodes and pre-processes the
-    next scan meanwhile (2 cores: 1; measured in docs/reliability.md: two ONNX Runtime threads, whose spin
-    waits take the other core, cost 1.8x the CPU per scan and labelled fewer scans at 10 Hz), else 0 (the
-    backend's default)."""
-    if threads or not overlap:
-        return threads
-    return max(1, cores - 1)
 
 
 def check_offsets(offsets: list[float] | Mapping[str, float], cameras: Sequence[str]) -> dict[str, float]:
