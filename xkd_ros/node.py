@@ -176,8 +176,8 @@ class SegmentNode(Node):
         except BackendError as error:  # names the parameter and the backends there are
             raise StartupError(str(error)) from None
         model_path = resolve_path(p["model_path"], default_model(self.backend_name), "model path")
+        self.threads = p["threads"]
         try:
-            self.threads = p["threads"]
             self.segmenter = Segmenter.from_model(model_path, self.backend_name, self.threads)
         except Exception as error:  # any loader failure is a start-up error naming the model
             raise StartupError(f"model {str(model_path)!r}: {error}") from None

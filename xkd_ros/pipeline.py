@@ -35,6 +35,7 @@ from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
 from xkd_ros.preprocess import (
+    AXIS_NAMES,
     NetworkInputs,
     PreprocessConfig,
     check_image,
@@ -81,15 +82,6 @@ _AXIS_FIELDS = {
     ("images", 3): "preprocess.image_width",
     ("point_uv", 2): "uv columns",
     ("fused_uv", 2): "uv columns",
-}
-# What each dynamic axis of input_spec counts, for the error on a graph that fixes it.
-_AXIS_NAMES = {
-    "N": "points",
-    "M": "cameras",
-    "H": "range-image rows",
-    "S": "fused points",
-    "U": "LiDAR-only points",
-    "V": "camera slots",
 }
 _REEXPORT = "exported for one rig before models took any rig; re-export it with xkd-export"
 
@@ -153,7 +145,7 @@ def _check_graph(
             if isinstance(want, str):
                 if isinstance(have, int):
                     raise ValueError(
-                        f"{path}: the graph's input {name!r} takes exactly {have} {_AXIS_NAMES[want]} "
+                        f"{path}: the graph's input {name!r} takes exactly {have} {AXIS_NAMES[want]} "
                         f"(shape {graph_shape}): {_REEXPORT}"
                     )
             elif isinstance(have, int) and have != want:
@@ -198,9 +190,11 @@ def _metadata_session(path: str | Path) -> onnxruntime.InferenceSession:
 
 @dataclass(eq=False)
 class PreparedScan:
-    """One scan's network inputs from `Segmenter.prepare`, waiting for `Segmenter.infer`."""
+    """One scan's network inputs from `Segmenter.prepare`, waiting for `Segmenter.infer`: `feed` is what the
+    backend's graph takes (`NetworkInputs.feed`), made here so the inference thread only infers."""
 
     inputs: NetworkInputs
+    feed: dict[str, np.ndarray]
     preprocess_ms: float
 
 
@@ -339,13 +333,14 @@ class Segmenter:
         if len(fused) > self.max_cameras or not self.range_rows[0] <= rig.lidar.beams <= self.range_rows[1]:
             self.check_rig(rig.with_cameras([rig[camera] for camera in fused]))  # raises, naming what
         inputs = prepare(points, channels, images, rig, self.preprocess)
-        return PreparedScan(inputs, 1e3 * (time.perf_counter() - start))
+        feed = inputs.feed(self.backend.input_names)
+        return PreparedScan(inputs, feed, 1e3 * (time.perf_counter() - start))
 
     def infer(self, prepared: PreparedScan) -> Segmentation:
         """The inference and post-processing half of `segment`, on what `prepare` made."""
         start = time.perf_counter()
         inputs = prepared.inputs
-        outputs = self.backend.infer(inputs.feed(self.backend.input_names))
+        outputs = self.backend.infer(prepared.feed)
         inferred = time.perf_counter()
         valid = inputs.point_valid
         labels = outputs["label"].astype(np.uint8)

@@ -90,6 +90,15 @@ POINT_FEATURES = ("x", "y", "z", "intensity", "range")
 INPUT_NAMES = ("range_image", "point_features", "point_index", "images", "point_uv", "point_visible")
 FUSION_SLOT_NAMES = ("fused_index", "fused_uv", "fused_view", "fused_visible", "lidar_index", "output_source")
 GRAPH_INPUT_NAMES = INPUT_NAMES[:4] + FUSION_SLOT_NAMES
+# What each symbolic axis of input_spec and graph_input_spec counts, for messages.
+AXIS_NAMES = {
+    "N": "points",
+    "M": "cameras",
+    "H": "range-image rows",
+    "S": "fused points",
+    "U": "LiDAR-only points",
+    "V": "camera slots",
+}
 OCCLUSION_SETTINGS = ("footprint", "cell", "none")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,6 +115,7 @@ MOVED_TO_RIG = {
 }
 
 __all__ = [
+    "AXIS_NAMES",
     "FUSION_SLOT_NAMES",
     "GRAPH_INPUT_NAMES",
     "IMAGENET_MEAN",
@@ -298,7 +308,7 @@ def fusion_slots(point_uv: np.ndarray, point_visible: np.ndarray) -> dict[str, n
         "fused_uv": uv,
         "fused_view": view,
         "fused_visible": slot_visible,
-        "lidar_index": lidar_index.astype(np.int64, copy=False),
+        "lidar_index": lidar_index,
         "output_source": output_source,
     }
 

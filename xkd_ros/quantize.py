@@ -166,7 +166,12 @@ def quantize(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    description = _metadata(model)
+    from xkd_ros.export import read_metadata  # torch too: only once there is a model to quantize
+
+    try:
+        description = read_metadata(model)
+    except ValueError as error:
+        raise QuantizeError(str(error)) from None
     with tempfile.TemporaryDirectory(prefix="xkd-quantize.") as folder:
         inferred, quantized = Path(folder) / "inferred.onnx", Path(folder) / "quantized.onnx"
         quant_pre_process(str(model), str(inferred))
@@ -252,13 +257,6 @@ def quantized_ops(graph: onnx.ModelProto) -> dict[str, int]:
         if node.op_type in QUANTIZED_OPS and node.input[0] in dequantized
     )
     return dict(sorted(counts.items()))
-
-
-def _metadata(model: Path) -> dict[str, Any]:
-    for prop in onnx.load(model, load_external_data=False).metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    raise QuantizeError(f"{model}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
 
 
 def check_out(model: Path, out: Path) -> None:

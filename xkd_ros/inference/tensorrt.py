@@ -32,6 +32,7 @@ from xkd_ros.inference.engine_cache import (
     find_engine,
     store_engine,
 )
+from xkd_ros.preprocess import AXIS_NAMES
 
 DEFAULT_POINTS = (1000, 35000, 140000)
 # Every rig the Segmenter takes (0..pipeline.MAX_CAMERAS cameras, pipeline.RANGE_ROWS rows; a test keeps them
@@ -43,7 +44,7 @@ WORKSPACE_BYTES = 4 << 30
 # The dynamic axes of an exported graph (xkd_ros.preprocess.input_spec's names) and the option setting each;
 # the per-scan sizes of the compact camera inputs (graph_input_spec) follow from points and cameras.
 AXES = {"N": "points", "M": "cameras", "H": "rows"}
-DERIVED_AXES = {"S": "fused points", "U": "LiDAR-only points", "V": "camera slots"}
+DERIVED_AXES = {axis: AXIS_NAMES[axis] for axis in ("S", "U", "V")}
 
 Ranges = dict[str, tuple[int, int, int]]  # axis name -> (min, opt, max)
 
@@ -140,13 +141,9 @@ def input_sizes(
     for symbol, found in sizes.items():
         if len(found) != 1:
             raise BackendError(
-                f"{model}: inputs disagree on the number of {_axis_name(symbol)}: {sorted(found)}"
+                f"{model}: inputs disagree on the number of {AXIS_NAMES.get(symbol, symbol)}: {sorted(found)}"
             )
     return {symbol: found.pop() for symbol, found in sizes.items()}
-
-
-def _axis_name(symbol: str) -> str:
-    return AXES.get(symbol) or DERIVED_AXES.get(symbol, symbol)
 
 
 def _torch_dtype(trt: Any, torch: Any, dtype: Any) -> Any:
@@ -416,7 +413,7 @@ class TensorRTBackend:
             low, _, high = self.ranges[axis]
             if not low <= size <= high:
                 raise BackendError(
-                    f"{self.engine_path}: {size} {_axis_name(axis)} is outside the engine profile [{low}, "
+                    f"{self.engine_path}: {size} {AXIS_NAMES[axis]} is outside the engine profile [{low}, "
                     f"{high}] (rebuild with --{AXES.get(axis, 'points')})"
                 )
         torch = self._torch

@@ -3,6 +3,8 @@ fused with a per-point MLP, so points that share a range pixel still get their o
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
@@ -77,7 +79,7 @@ class RangeBranch(nn.Module):
         size = scales[0].shape[-2:]
         neck_conv, neck_norm, neck_act = self.neck
         weight, bias = self._folded(neck_conv.weight, neck_norm)
-        bounds = torch.tensor([0, *(scale.shape[1] for scale in scales)]).cumsum(0).tolist()
+        bounds = list(itertools.accumulate((scale.shape[1] for scale in scales), initial=0))
         # slices, not split: an exported graph keeps the weights constant (quantizable as weights)
         mixed = functional.conv2d(scales[0], weight[:, : bounds[1]], bias)
         for scale, start, end in zip(scales[1:], bounds[1:-1], bounds[2:], strict=True):
