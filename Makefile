@@ -14,6 +14,15 @@ $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m pip install -q -e '.[ros,data,train,test]'
 	touch $(STAMP)
 
+# The real launch/ros2cli stack (`ros2 launch`, `ros2 param`, ...: no PyPI wheels) from ../shared/ros2-launch
+# where it exists (CI has it; its README has the recipe), for the tests that run the tools as a user would;
+# they skip, saying why, without it.
+LAUNCH_STACK := ../shared/ros2-launch
+LAUNCH_STAMP := $(VENV)/.launch-stack
+$(LAUNCH_STAMP): $(STAMP) $(wildcard $(LAUNCH_STACK)/wheels/*.whl)
+	if [ -d $(LAUNCH_STACK)/wheels ]; then $(PYTHON) -m pip install -q --no-deps $(LAUNCH_STACK)/wheels/*.whl; fi
+	touch $@
+
 demo: $(STAMP)
 	$(VENV)/bin/xkd-demo --out out/demo
 
@@ -21,7 +30,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint $(LAUNCH_STAMP)
 	$(PYTHON) -m pytest
 
 bench: $(STAMP)

