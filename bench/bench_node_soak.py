@@ -39,7 +39,8 @@ WINDOW_S = 30.0
 DISCOVERY_S = 30.0
 DRAIN_S = 5.0
 NS_PER_S = 1_000_000_000
-DEBUG_STAGES = ("queue", "inference", "total")  # the node's ~/debug/<stage>_ms recorded
+# The node's ~/debug/<stage>_ms recorded (PointStamped: point.x in ms, the header the scan's).
+DEBUG_STAGES = ("queue", "inference", "total")
 SUPERSEDED = "scans superseded before inference"
 
 
@@ -89,9 +90,9 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
     """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed to every input and this
     process is matched to its labelled clouds; returns the records."""
     from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PointStamped
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-    from std_msgs.msg import Float64
 
     cameras = list(messages.images)
     offsets_ns = {c: round((frame.image_stamps[c] - frame.stamp) * NS_PER_S) for c in cameras}
@@ -119,8 +120,8 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
         if SUPERSEDED in diagnostics:
             superseded.append((time.time() - start, int(diagnostics[SUPERSEDED])))
 
-    def on_debug(stage: str) -> Callable[[Float64], None]:
-        return lambda msg: debug[stage].append((time.time() - start, msg.data))
+    def on_debug(stage: str) -> Callable[[PointStamped], None]:
+        return lambda msg: debug[stage].append((time.time() - start, msg.point.x))  # ms, stamped as the scan
 
     with joined(env, "xkd_soak_bench") as (node, executor):
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -128,7 +129,7 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
         image_pubs = {c: node.create_publisher(Image, f"/cameras/{c}/image_raw", qos) for c in cameras}
         info_pubs = {c: node.create_publisher(CameraInfo, f"/cameras/{c}/camera_info", qos) for c in cameras}
         for stage in DEBUG_STAGES:
-            node.create_subscription(Float64, f"/{NODE}/debug/{stage}_ms", on_debug(stage), 50)
+            node.create_subscription(PointStamped, f"/{NODE}/debug/{stage}_ms", on_debug(stage), 50)
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         publishers = [cloud_pub, *image_pubs.values(), *info_pubs.values()]
         labelled = f"/{NODE}/output/labeled_cloud"

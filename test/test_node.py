@@ -4,6 +4,7 @@ in a subprocess). Parameter validation without ROS: test_parameters.py."""
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -80,22 +81,181 @@ def test_empty_lists_and_missing_offsets_work(ros_env, tmp_path, file, args, cam
         assert node.get_parameter("cameras").type_ == Parameter.Type.STRING_ARRAY
 
 
+# ------------------------------------------------------------------ parameters at run time, in this process
+STARTUP_ONLY = "read at start-up only: relaunch with the new value"
+RUNTIME = {"sync.match_threshold", "sync.timeout", "sync.camera_offsets", "debug.publish"}
+DEBUG_TIMINGS = ("decode", "queue", "preprocess", "inference", "postprocess", "total", "pipeline_latency")
+
+
 @pytest.mark.dds
 @pytest.mark.timeout(120)
-def test_parameter_changes_are_refused_naming_the_parameter(ros_env):
+def test_start_up_only_parameters_are_read_only_and_refused_with_the_reason(ros_env):
+    """`ros2 param describe` says which parameters are read-only (every one the schema does not mark
+    x-runtime); setting one is refused naming it and saying why, and nothing changes."""
     from rclpy.parameter import Parameter
 
+    from xkd_ros.parameters import defaults
+
     with segment_node(*IN_PROCESS) as node:
-        (result,) = node.set_parameters([Parameter("sync.timeout", value=0.5)])
-        assert not result.successful
-        assert "'sync.timeout'" in result.reason
-        assert "start-up only" in result.reason
-        assert node.get_parameter("sync.timeout").value == 0.0
-        assert node.collector.config.timeout == 0.0
-        (result,) = node.set_parameters(
-            [Parameter("use_sim_time", value=True)]
-        )  # ROS's own: rclpy applies it
+        described = {name: node.describe_parameter(name) for name in defaults()}
+        assert {name for name, d in described.items() if not d.read_only} == RUNTIME
+        assert all(d.additional_constraints == STARTUP_ONLY for d in described.values() if d.read_only)
+        assert described["threads"].description.startswith("Inference threads")
+        for param in (
+            Parameter("threads", value=2),
+            Parameter("cameras", value=["CAM_FRONT"]),
+            Parameter("qos.depth", value=5),
+        ):
+            (result,) = node.set_parameters([param])
+            assert not result.successful
+            assert f"'{param.name}'" in result.reason
+            assert STARTUP_ONLY in result.reason
+            assert "sync.timeout" in result.reason  # the ones that do change are named
+        assert node.get_parameter("threads").value == 0
+        assert list(node.get_parameter("cameras").value) == list(CAMERAS)
+        (result,) = node.set_parameters([Parameter("use_sim_time", value=True)])  # ROS's own: rclpy's
         assert result.successful
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(120)
+def test_runtime_parameters_change_the_collector_and_are_logged(ros_env):
+    from rclpy.parameter import Parameter
+
+    offsets = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
+    with segment_node(*IN_PROCESS) as node:
+        results = node.set_parameters(
+            [
+                Parameter("sync.timeout", value=0.5),
+                Parameter("sync.match_threshold", value=0.05),
+                Parameter("sync.camera_offsets", value=offsets),
+            ]
+        )
+        assert all(r.successful for r in results), results
+        config = node.collector.config
+        assert (config.timeout, config.match_threshold) == (0.5, 0.05)
+        assert dict(config.camera_offsets) == dict(zip(CAMERAS, offsets, strict=True))
+        assert node.get_parameter("sync.timeout").value == 0.5
+        assert next(text for level, text in node.log.lines if level == "info").startswith(
+            "parameter 'sync.timeout' changed from 0.0 to 0.5"
+        )
+        # As ros2param types them: `1` is an integer, `[]` a bool array; taken as the declared types.
+        results = node.set_parameters(
+            [
+                Parameter("sync.timeout", value=1),
+                Parameter("sync.camera_offsets", Parameter.Type.BOOL_ARRAY, []),
+            ]
+        )
+        assert all(r.successful for r in results), results
+        assert node.get_parameter("sync.timeout").type_ == Parameter.Type.DOUBLE
+        assert node.collector.config.timeout == 1.0
+        assert dict(node.collector.config.camera_offsets) == dict.fromkeys(CAMERAS, 0.0)
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(120)
+def test_camera_offsets_as_a_map_change_per_camera(ros_env, tmp_path):
+    from rclpy.parameter import Parameter
+
+    path = tmp_path / "p.yaml"
+    path.write_text("/**:\n  ros__parameters:\n    sync:\n      camera_offsets: {CAM_FRONT: -0.02}\n")
+    with segment_node("--params-file", str(path)) as node:
+        (result,) = node.set_parameters([Parameter("sync.camera_offsets.CAM_FRONT", value=0.05)])
+        assert result.successful, result.reason
+        assert node.collector.config.offset("CAM_FRONT") == 0.05
+        (result,) = node.set_parameters([Parameter("sync.camera_offsets.CAM_FRONT", value=2.0)])
+        assert not result.successful
+        assert (
+            result.reason
+            == "parameter 'sync.camera_offsets.CAM_FRONT': 2.0 is greater than the maximum of 1.0"
+        )
+        assert node.collector.config.offset("CAM_FRONT") == 0.05
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    ("name", "value", "text"),
+    [
+        ("sync.timeout", -1.0, "-1.0"),
+        ("sync.timeout", 99.0, "99.0"),
+        ("sync.timeout", math.nan, ".nan"),
+        ("sync.match_threshold", 0.0, "0.0"),
+        ("sync.camera_offsets", [0.1, 0.2], "[0.1, 0.2]"),
+        ("sync.camera_offsets", [0.0, 0.0, 0.0, 0.0, 0.0, 2.0], "[0.0, 0.0, 0.0, 0.0, 0.0, 2.0]"),
+    ],
+)
+def test_bad_runtime_value_is_refused_with_the_start_up_message_and_the_old_value_kept(
+    ros_env, name, value, text
+):
+    """The new set is validated as a whole with the schema, as at start-up: the same sentence."""
+    from rclpy.parameter import Parameter
+
+    from xkd_ros.parameters import ParameterError
+
+    with pytest.raises(ParameterError) as at_start_up, segment_node(*IN_PROCESS, "-p", f"{name}:={text}"):
+        pass
+    with segment_node(*IN_PROCESS) as node:
+        before = node.get_parameter(name).value
+        config = node.collector.config
+        (result,) = node.set_parameters([Parameter(name, value=value)])
+        assert not result.successful
+        assert result.reason == str(at_start_up.value)
+        assert f"'{name}" in result.reason
+        assert node.get_parameter(name).value == before
+        assert node.collector.config is config
+        assert not [line for line in node.log.lines if line[0] == "info"]
+
+
+def _later(msg, seconds: float):
+    """`msg` (a copy) stamped `seconds` later (any fraction)."""
+    msg = restamped(msg, 0)
+    sec, nanosec = divmod(msg.header.stamp.nanosec + round(seconds * 1e9), 1_000_000_000)
+    msg.header.stamp.sec += sec
+    msg.header.stamp.nanosec = nanosec
+    return msg
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(180)
+def test_a_shorter_sync_timeout_labels_a_scan_without_its_cameras_sooner(ros_env, frame_messages):
+    """A scan without its images waits sync.timeout (10 s here); set to 0 at run time, the next such scan is
+    labelled LiDAR-only at once, and the one still waiting (its deadline kept) is superseded, counted."""
+    from rclpy.parameter import Parameter
+
+    with segment_node(*IN_PROCESS, "-p", "sync.timeout:=10.0") as node:
+        node._on_cloud(restamped(frame_messages.cloud, 1), {})
+        node._on_poll()
+        assert node.collector.pending == 1, "a scan without its cameras waits for them"
+        (result,) = node.set_parameters([Parameter("sync.timeout", value=0.0)])
+        assert result.successful, result.reason
+        node._on_cloud(restamped(frame_messages.cloud, 2), {})
+        node._on_poll()
+        assert node.wait_idle(120), "the inference thread is still busy after 120 s"
+        values = node.diagnostic_values()
+        assert values["scans labelled"] == "1"
+        assert values["cameras matched (last scan)"] == "0/6"
+        assert values["sync: scans_superseded"] == "1"
+        assert values["scans pending"] == "0"
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(180)
+def test_a_wider_match_threshold_matches_images_it_did_not(ros_env, frame_messages):
+    """Images 50 ms later than the offsets expect: not matched within 30 ms; matched once
+    sync.match_threshold is 80 ms, set at run time."""
+    from rclpy.parameter import Parameter
+
+    late = {camera: _later(image, 0.05) for camera, image in frame_messages.images.items()}
+    with segment_node(*IN_PROCESS) as node:
+        _frame(node, frame_messages, 1, images=late)
+        assert node.diagnostic_values()["cameras matched (last scan)"] == "0/6"
+        (result,) = node.set_parameters([Parameter("sync.match_threshold", value=0.08)])
+        assert result.successful, result.reason
+        _frame(node, frame_messages, 2, images=late)
+        values = node.diagnostic_values()
+        assert values["cameras matched (last scan)"] == "6/6"
+        assert values["scans labelled"] == "2"
 
 
 @pytest.mark.dds
@@ -571,6 +731,158 @@ def test_every_scan_sent_is_received_or_counted_lost(harness, frame_messages):
         f"{harness.clouds_sent} scans received or counted lost",
     )
     assert accounted() == harness.clouds_sent, harness.last_diagnostics()
+
+
+# ------------------------------------------------------------------ parameters and debug topics, over DDS
+@pytest.fixture(scope="module")
+def parameters(harness):
+    """rclpy's parameter client for the node (what `ros2 param` uses: the node's parameter services)."""
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(harness.node, ROOT)
+    assert client.wait_for_services(60), f"the parameter services of {ROOT} were not found within 60 s"
+    return client
+
+
+def _call(harness, future, what: str):
+    harness.spin_until(future.done, 30, what)
+    return future.result()
+
+
+def _set(harness, parameters, **values) -> list:
+    """Set the node's parameters over its set_parameters service; the results."""
+    from rclpy.parameter import Parameter
+
+    future = parameters.set_parameters([Parameter(name, value=v) for name, v in values.items()])
+    return _call(harness, future, f"the reply to setting {values}").results
+
+
+class DebugTopics:
+    """Subscriptions to the node's ~/debug/<name>_ms (PointStamped), matched to its publishers."""
+
+    def __init__(self, harness):
+        from geometry_msgs.msg import PointStamped
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.received: dict[str, list] = {name: [] for name in DEBUG_TIMINGS}
+        subs = {
+            f"debug/{name}_ms": harness.node.create_subscription(
+                PointStamped, f"{ROOT}/debug/{name}_ms", self.received[name].append, qos
+            )
+            for name in DEBUG_TIMINGS
+        }
+        wait_matched(harness.executor, harness.process, harness.log, {}, subs, 60)
+
+    def stamped(self, header) -> dict[str, list]:
+        """The messages of each topic with `header` (the scan's stamp and frame)."""
+        return {name: [m for m in msgs if m.header == header] for name, msgs in self.received.items()}
+
+
+@pytest.fixture(scope="module")
+def debug_topics(harness):
+    return DebugTopics(harness)
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(240)
+def test_debug_timings_carry_the_scans_header(harness, debug_topics, frame_messages):
+    """Each ~/debug/<stage>_ms is a PointStamped with the labelled cloud's header, milliseconds in point.x:
+    Foxglove and PlotJuggler line a timing up with its scan."""
+    cloud, _ = harness.labelled(frame_messages)
+    harness.spin_until(
+        lambda: all(debug_topics.stamped(cloud.header).values()),
+        30,
+        lambda: (
+            "a message with the scan's header on "
+            + ", ".join(name for name, msgs in debug_topics.stamped(cloud.header).items() if not msgs)
+        ),
+    )
+    for name, (msg, *more) in debug_topics.stamped(cloud.header).items():
+        assert not more, f"{name}: {len(more) + 1} messages for one scan"
+        assert msg.header.frame_id == frame_messages.cloud.header.frame_id
+        assert math.isfinite(msg.point.x), name
+        assert (msg.point.y, msg.point.z) == (0.0, 0.0), name
+    stamped = debug_topics.stamped(cloud.header)
+    assert stamped["total"][0].point.x >= stamped["inference"][0].point.x > 0
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(240)
+def test_debug_publish_false_stops_the_debug_topics_while_clouds_keep_coming(
+    harness, debug_topics, parameters, frame_messages
+):
+    """Set false at run time: the next scans are labelled without debug messages; set true again: they come
+    back (a topic's messages arrive in order, so the first scan's would have come before the second's)."""
+    try:
+        assert [r.successful for r in _set(harness, parameters, **{"debug.publish": False})] == [True]
+        quiet, _ = harness.labelled(frame_messages)
+        assert [r.successful for r in _set(harness, parameters, **{"debug.publish": True})] == [True]
+        loud, _ = harness.labelled(frame_messages)
+        harness.spin_until(
+            lambda: bool(debug_topics.stamped(loud.header)["total"]), 30, "total_ms of the scan after"
+        )
+        assert not any(debug_topics.stamped(quiet.header).values())
+    finally:
+        _set(harness, parameters, **{"debug.publish": True})
+    harness.spin_until(lambda: "parameter 'debug.publish' changed" in harness.log.read_text(), 10, "the log")
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(240)
+def test_sync_timeout_set_over_the_parameter_service_takes_effect(harness, parameters, frame_messages):
+    """A scan without its cameras waits sync.timeout for them (10 s); with 0.2 s set while it waits, the
+    next such scan is labelled first, LiDAR-only, and the waiting one is superseded: the change applies to
+    the scans that come next (the node started with 0.5 s; restored after)."""
+    from xkd_ros.msgs import read_points
+
+    def scan():
+        harness.shift += 1
+        cloud = restamped(frame_messages.cloud, harness.shift)
+        harness.publish_cloud(cloud)
+        return cloud.header
+
+    try:
+        assert [r.successful for r in _set(harness, parameters, **{"sync.timeout": 10.0})] == [True]
+        first = scan()
+        harness.spin_until(
+            lambda: harness.last_diagnostics().get("scans pending") == "1", 30, "the first scan pending"
+        )
+        superseded = int(harness.last_diagnostics()["sync: scans_superseded"])
+        assert [r.successful for r in _set(harness, parameters, **{"sync.timeout": 0.2})] == [True]
+        second = scan()
+        harness.spin_until(
+            lambda: any(c.header in (first, second) for c in harness.clouds), 60, "a labelled cloud"
+        )
+        (cloud,) = [c for c in harness.clouds if c.header in (first, second)]
+        assert cloud.header == second, (
+            "the first scan was labelled first: its 10 s ran out, or 0.2 s was not used"
+        )
+        assert not read_points(cloud, ["fused"])["fused"].any()  # no image came: LiDAR-only
+        harness.spin_until(
+            lambda: int(harness.last_diagnostics()["sync: scans_superseded"]) == superseded + 1,
+            10,
+            "the first scan counted superseded",
+        )
+    finally:
+        _set(harness, parameters, **{"sync.timeout": 0.5})
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(240)
+def test_start_up_only_parameter_is_refused_over_the_parameter_service(harness, parameters):
+    """What `ros2 param set /segment threads 2` gets back: refused, naming the parameter, saying why."""
+    (result,) = _set(harness, parameters, threads=2)
+    assert not result.successful
+    assert "'threads'" in result.reason
+    assert STARTUP_ONLY in result.reason
+    (result,) = _set(harness, parameters, **{"sync.timeout": 99.0})
+    assert (result.successful, result.reason) == (
+        False,
+        "parameter 'sync.timeout': 99.0 is greater than the maximum of 10.0",
+    )
+    reply = _call(harness, parameters.describe_parameters(["threads", "sync.timeout"]), "describe")
+    assert [d.read_only for d in reply.descriptors] == [True, False]
 
 
 def test_rviz_config_shows_the_outputs():

@@ -1,5 +1,6 @@
 """xkd_ros.parameters: the schema as the one source of defaults, validation, parameter files as rcl reads
-them, the check command and the launch file's overrides; no ROS here."""
+them, the check command, the launch file's overrides, the parameters that change at run time and their
+documentation; no ROS here."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from xkd_ros.parameters import (
     lidar_profile,
     main,
     read_param_file,
+    runtime_parameters,
+    schema_leaf,
     select_cameras,
     validate_parameters,
 )
@@ -264,3 +267,36 @@ def test_lidar_parameters_override_the_rig_profile():
     assert (ouster.beams, ouster.ring_order, ouster.intensity_scale) == (128, "top_down", 1.0)
     table = LidarProfile(beams=3, elevations_deg=(1.0, -1.0, -3.0), fov_up_deg=2.0, fov_down_deg=-4.0)
     assert lidar_profile(table, validate_parameters({"lidar.beams": 16})).elevations_deg == ()
+
+
+# ------------------------------------------------------------------ what changes at run time, and the docs
+def test_runtime_parameters_are_the_ones_the_schema_marks():
+    assert runtime_parameters() == {"sync.match_threshold", "sync.timeout", OFFSETS, "debug.publish"}
+    marks = [leaf["x-runtime"] for leaf in leaves().values() if "x-runtime" in leaf]
+    assert marks == [True] * len(marks), "x-runtime is true where given (false: leave it out)"
+    schema = {"type": "object", "properties": {"a": {"type": "number", "default": 0, "x-runtime": True}}}
+    assert runtime_parameters(schema) == {"a"}
+    assert schema_leaf(f"{OFFSETS}.CAM_FRONT") == OFFSETS  # a map entry, declared one per camera
+    assert schema_leaf("sync.timeout") == "sync.timeout"
+
+
+def test_debug_publish_defaults_to_true_and_is_a_boolean():
+    assert validate_parameters({})["debug.publish"] is True
+    with pytest.raises(ParameterError, match=r"'debug\.publish': 'no' is not of type 'boolean'"):
+        validate_parameters({"debug.publish": "no"})
+
+
+def test_parameters_doc_lists_every_parameter_and_which_change_at_run_time():
+    """docs/parameters.md's table: one row per schema parameter, its default, and "yes" exactly for the
+    x-runtime ones."""
+    rows = {}
+    for line in (REPO / "docs" / "parameters.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4 and cells[2] in ("yes", "no"):
+            rows[cells[0].strip("`")] = (cells[1].strip("`"), cells[2])
+    assert set(rows) == set(leaves()), (
+        "docs/parameters.md and config/segment.schema.json list other parameters"
+    )
+    assert {name for name, (_, runtime) in rows.items() if runtime == "yes"} == runtime_parameters()
+    for name, default in defaults().items():
+        assert yaml.safe_load(rows[name][0] or '""') == default, f"docs/parameters.md: default of {name}"

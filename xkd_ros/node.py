@@ -16,10 +16,16 @@ through oldest first). CompressedImages are decoded over a thread pool, at the r
 allows.
 
 Parameters are what config/segment.schema.json declares (xkd_ros.parameters validates them, without ROS);
-a bad parameter, file, model or calibration is one line naming it, and the process exits 1. They are read
-at start-up only: `ros2 param set` is refused with that reason. While running no message can stop the node:
-a scan or image that cannot be used is skipped, counted on /diagnostics and logged (throttled per topic and
-kind of fault), and so is every scan the collector or the middleware dropped.
+a bad parameter, file, model or calibration is one line naming it, and the process exits 1. Those the schema
+marks `"x-runtime": true` (sync.match_threshold, sync.timeout, sync.camera_offsets, debug.publish) change
+while the node runs: `ros2 param set` validates the new set against the same schema (a bad value is refused
+with the start-up message, the old one kept) and the collector takes the new sync settings for the scans
+that arrive next. Every other parameter is declared read-only and read at start-up only: `ros2 param set` is
+refused with that reason (relaunch with the new value). While running no message can stop the node: a scan
+or image that cannot be used is skipped, counted on /diagnostics and logged (throttled per topic and kind of
+fault), and so is every scan the collector or the middleware dropped. The ~/debug/<stage>_ms timings are
+geometry_msgs/PointStamped with the labelled scan's header (point.x = milliseconds), so a plot lines them up
+with the scan (docs/parameters.md).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import numpy as np
 import rclpy
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
@@ -54,7 +61,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64, String
+from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from xkd_ros.data.messages import (
@@ -78,6 +85,8 @@ from xkd_ros.parameters import (
     item_type,
     leaves,
     lidar_profile,
+    runtime_parameters,
+    schema_leaf,
     select_cameras,
     validate_parameters,
 )
@@ -89,6 +98,8 @@ from xkd_ros.sync import Collector, SyncConfig
 __all__ = ["ParameterError", "SegmentNode", "StartupError", "main"]
 
 STAGES = ("preprocess", "inference", "postprocess", "total")
+DEBUG_TIMINGS = ("decode", "queue", *STAGES, "pipeline_latency")  # ~/debug/<name>_ms
+STARTUP_ONLY = "read at start-up only: relaunch with the new value"
 LOG_THROTTLE_S = 5.0
 SCAN_TIMEOUT_S = 1.0
 RATE_WINDOW_S = 5.0
@@ -114,6 +125,13 @@ _TYPES = {
     str: Parameter.Type.STRING,
 }
 _ARRAY_TYPES = {"string": Parameter.Type.STRING_ARRAY, "number": Parameter.Type.DOUBLE_ARRAY}
+_ARRAYS = frozenset(kind for kind in Parameter.Type if kind.name.endswith("_ARRAY"))
+# What a change of a runtime parameter does, for its log line.
+_RUNTIME_EFFECT = {
+    "sync.match_threshold": "images arriving from now on are matched with it",
+    "sync.timeout": "for the scans that arrive from now on (a scan already waiting keeps its deadline)",
+    OFFSETS: "images arriving from now on are matched with it",
+}
 
 
 class StartupError(RuntimeError):
@@ -202,14 +220,8 @@ class SegmentNode(Node):
             self.rig_summary = self.segmenter.check_rig(self.rig)
         except ValueError as error:
             raise StartupError(f"rig {str(rig_path)!r} with model {str(model_path)!r}: {error}") from None
-        self.collector = Collector(
-            SyncConfig(
-                cameras=self.cameras,
-                camera_offsets=check_offsets(p[OFFSETS], self.cameras),
-                match_threshold=p["sync.match_threshold"],
-                timeout=p["sync.timeout"],
-            )
-        )
+        self.collector = Collector(self._sync_config(p))
+        self._debug = p["debug.publish"]  # read by the inference thread for each scan
         self.max_points = p["max_points"]
         self._every_scan = p["qos.depth"] > 1  # the overlap's hand-off waits rather than drops
         self.compressed = p["camera_transport"] == "compressed"
@@ -264,8 +276,7 @@ class SegmentNode(Node):
         self.cloud_pub = self.create_publisher(PointCloud2, "~/output/labeled_cloud", qos)
         self.marker_pub = self.create_publisher(MarkerArray, "~/output/class_markers", latched)
         self.debug_pubs = {
-            name: self.create_publisher(Float64, f"~/debug/{name}_ms", 10)
-            for name in ("decode", "queue", *STAGES, "pipeline_latency")
+            name: self.create_publisher(PointStamped, f"~/debug/{name}_ms", 10) for name in DEBUG_TIMINGS
         }
         self.fused_pub = self.create_publisher(String, "~/debug/fused_cameras", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -282,14 +293,19 @@ class SegmentNode(Node):
             f"rig {rig_path}: {self.rig_summary}; LiDAR {self.rig.lidar.describe()}; "
             f"cameras {list(self.cameras)} ({p['camera_transport']}), "
             f"QoS {'reliable' if p['qos.reliable'] else 'best effort'} depth {depth}, "
-            f"max_points {self.max_points}, pipeline {self._pipeline()}"
+            f"max_points {self.max_points}, pipeline {self._pipeline()}; "
+            f"~/debug topics {'on' if self._debug else 'off'} (debug.publish); changeable while running: "
+            f"{', '.join(sorted(self._runtime))} (ros2 param set)"
         )
 
     # ---------------------------------------------------------------- parameters
     def _declare_parameters(self) -> dict[str, Any]:
         """Validate the overrides (parameter files, -p) against the schema, then declare every parameter of
-        the schema with its value, statically typed from the schema: rclpy types a value by itself, and an
-        empty list (`cameras: []`) has no type for it, so it cannot be declared from the overrides."""
+        the schema with its value, statically typed from the schema, and the start-up-only ones read-only.
+
+        In three steps: rclpy types a value by itself and has no type for an empty list (`cameras: []`), so
+        each parameter is declared with its schema's type, then given its value (set_parameters), and only
+        then made read-only (set_descriptor): a read-only parameter's value cannot be set any more."""
         given = {
             name: override.value
             for name, override in self._parameter_overrides.items()
@@ -297,6 +313,7 @@ class SegmentNode(Node):
         }
         params = validate_parameters(given)
         schema = leaves()
+        self._runtime = runtime_parameters()
         declared = []
         for name, value in params.items():
             if isinstance(value, dict):  # sync.camera_offsets as a map: one parameter per camera
@@ -307,29 +324,124 @@ class SegmentNode(Node):
                 declared.append((name, _TYPES[type(value)], value))
         self.declare_parameters(
             "",
-            [(name, kind, self._descriptor(schema, name)) for name, kind, _ in declared],
+            [(name, kind, self._descriptor(schema, name, kind, False)) for name, kind, _ in declared],
             ignore_override=True,
         )
         self.set_parameters([Parameter(name, kind, value) for name, kind, value in declared])
-        self.add_on_set_parameters_callback(self._refuse_parameter_change)
+        for name, kind, _ in declared:
+            if schema_leaf(name) not in self._runtime:
+                self.set_descriptor(name, self._descriptor(schema, name, kind, True))
+        self.add_pre_set_parameters_callback(self._as_declared_type)
+        self.add_on_set_parameters_callback(self._check_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
         return params
 
-    @staticmethod
-    def _descriptor(schema: dict[str, dict], name: str) -> ParameterDescriptor:
-        leaf = schema.get(name) or schema[OFFSETS]  # a map entry sync.camera_offsets.<camera>
-        return ParameterDescriptor(description=leaf.get("description", ""))
+    def _descriptor(
+        self, schema: dict[str, dict], name: str, kind: Parameter.Type, read_only: bool
+    ) -> ParameterDescriptor:
+        """What `ros2 param describe` says: the schema's description, and whether the value changes at run
+        time. No ranges in it: rclpy would check those before the on-set callback, in its words, not the
+        schema's."""
+        runtime = "changes at run time (ros2 param set), validated against config/segment.schema.json"
+        return ParameterDescriptor(
+            description=schema[schema_leaf(name)].get("description", ""),
+            type=kind.value,
+            read_only=read_only,
+            additional_constraints=STARTUP_ONLY if read_only else runtime,
+        )
 
-    def _refuse_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
-        """`ros2 param set` on one of our parameters: refused, they are read at start-up only (the model,
-        subscriptions, QoS and collector are built from them). ROS's own (use_sim_time) pass."""
-        ours = [p.name for p in parameters if p.name in self.params or p.name.startswith(OFFSETS + ".")]
-        if not ours:
-            return SetParametersResult(successful=True)
+    def _sync_config(self, params: dict[str, Any]) -> SyncConfig:
+        """The collector's settings from the (validated) parameters; ParameterError when sync.camera_offsets
+        does not fit the cameras."""
+        return SyncConfig(
+            cameras=self.cameras,
+            camera_offsets=check_offsets(params[OFFSETS], self.cameras),
+            match_threshold=params["sync.match_threshold"],
+            timeout=params["sync.timeout"],
+        )
+
+    def _startup_only(self, parameters: list[Parameter]) -> SetParametersResult | None:
+        """The refusal of a change to a start-up-only (read-only) parameter, naming it and saying why; None
+        when every parameter may change. rclpy's own read-only check comes before any callback and says
+        only "Trying to set a read-only parameter", hence this check in front of it."""
+        fixed = [
+            p.name
+            for p in parameters
+            if self.has_parameter(p.name) and self.describe_parameter(p.name).read_only
+        ]
+        if not fixed:
+            return None
         return SetParametersResult(
             successful=False,
-            reason=f"parameter(s) {', '.join(map(repr, ours))} of {self.get_fully_qualified_name()} are "
-            "read at start-up only: restart the node (or relaunch) with the new value",
+            reason=f"parameter(s) {', '.join(map(repr, fixed))} of {self.get_fully_qualified_name()}: "
+            f"{STARTUP_ONLY} (the ones that change at run time: {', '.join(sorted(self._runtime))})",
         )
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
+        """rclpy's, with a start-up-only parameter refused by `_startup_only`'s reason (in this process)."""
+        results = []
+        for param in parameter_list:  # one by one, as rclpy's: a refused one leaves the others to be set
+            results.append(self._startup_only([param]) or super().set_parameters([param])[0])
+        return results
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """rclpy's, with a start-up-only parameter refused by `_startup_only`'s reason: the parameter
+        services (`ros2 param set`, both set_parameters services) come this way."""
+        return self._startup_only(parameter_list) or super().set_parameters_atomically(parameter_list)
+
+    def _as_declared_type(self, parameters: list[Parameter]) -> list[Parameter]:
+        """`ros2 param set /segment sync.timeout 1` sends an integer and `... sync.camera_offsets []` a bool
+        array (ros2param types a value by its YAML): an integer for a number, or an empty list of any type
+        for a list, is taken as the declared type rather than refused as the wrong type."""
+        converted = []
+        for param in parameters:
+            declared = self.get_parameter(param.name).type_ if self.has_parameter(param.name) else None
+            if declared == Parameter.Type.DOUBLE and param.type_ == Parameter.Type.INTEGER:
+                param = Parameter(param.name, declared, float(param.value))
+            elif declared == Parameter.Type.DOUBLE_ARRAY and param.type_ == Parameter.Type.INTEGER_ARRAY:
+                param = Parameter(param.name, declared, [float(v) for v in param.value])
+            elif declared in _ARRAYS and param.type_ in _ARRAYS and not len(param.value):
+                param = Parameter(param.name, declared, [])
+            converted.append(param)
+        return converted
+
+    def _validated(self, changes: list[Parameter]) -> dict[str, Any]:
+        """The node's parameters with `changes` applied, validated as a whole as at start-up (same schema,
+        same messages); ParameterError naming the bad one."""
+        flat = {name: param.value for name, param in self.get_parameters_by_prefix("").items()}
+        flat.update({param.name: param.value for param in changes})
+        params = validate_parameters(flat)
+        self._sync_config(params)  # sync.camera_offsets against the cameras (["*"]: the rig's)
+        return params
+
+    def _check_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
+        """A runtime parameter's new value, validated with the rest; a bad one is refused with the schema's
+        message and the old value stays. (Start-up-only ones never get here: `_startup_only`.)"""
+        ours = [p for p in parameters if schema_leaf(p.name) in self._runtime]
+        if ours:
+            try:
+                self._validated(ours)
+            except ParameterError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_change(self, parameters: list[Parameter]) -> None:
+        """A runtime change, set: the collector gets the new sync settings (for the scans that arrive next;
+        one waiting keeps its deadline and its images), debug publishing goes on or off; logged."""
+        changed = sorted({schema_leaf(p.name) for p in parameters} & self._runtime)
+        if not changed:
+            return
+        before, params = self.params, self._validated([])
+        self.collector.config = self._sync_config(params)
+        self._debug = params["debug.publish"]
+        self.params = params
+        for name in changed:
+            effect = _RUNTIME_EFFECT.get(name) or (
+                "~/debug/* published" if self._debug else "~/debug/* not published until it is set true"
+            )
+            self.get_logger().info(
+                f"parameter {name!r} changed from {before[name]} to {params[name]}: {effect}"
+            )
 
     # ---------------------------------------------------------------- callbacks: store, convert nothing
     def _on_cloud(self, msg: PointCloud2, info: dict) -> None:
@@ -444,7 +556,9 @@ class SegmentNode(Node):
 
     def _label(self, scan: _PreparedCloud, queue_ms: float) -> None:
         """Inference, the labelled cloud and every output of one prepared scan (on the inference thread
-        with the overlap: rclpy publishers may be used from any thread)."""
+        with the overlap: rclpy publishers may be used from any thread). debug.publish is read once, first:
+        a scan labelled while it changes has all its debug messages or none."""
+        debug = self._debug
         result = self.segmenter.infer(scan.prepared)
         out = create_labeled_cloud(
             scan.header,
@@ -459,14 +573,20 @@ class SegmentNode(Node):
         self._count("scans labelled")
         self._last_fused = result.cameras_used
         self._last_fused_share = float(result.seen.mean()) if len(result.seen) else 0.0
-        self.fused_pub.publish(String(data=", ".join(result.cameras_used)))
         self._frame_id = scan.header.frame_id or self._frame_id
-        self.debug_pubs["decode"].publish(Float64(data=scan.decode_ms))
-        self.debug_pubs["queue"].publish(Float64(data=queue_ms))
-        for stage in STAGES:
-            self.debug_pubs[stage].publish(Float64(data=float(result.timings[f"{stage}_ms"])))
+        if not debug:
+            return
+        self.fused_pub.publish(String(data=", ".join(result.cameras_used)))
         latency = (self.get_clock().now().nanoseconds * 1e-9 - scan.stamp) * 1e3
-        self.debug_pubs["pipeline_latency"].publish(Float64(data=latency))
+        timings = {
+            "decode": scan.decode_ms,
+            "queue": queue_ms,
+            **{stage: float(result.timings[f"{stage}_ms"]) for stage in STAGES},
+            "pipeline_latency": latency,
+        }
+        # Stamped with the labelled cloud's header: a plot lines each timing up with its scan.
+        for name, ms in timings.items():
+            self.debug_pubs[name].publish(PointStamped(header=out.header, point=Point(x=float(ms))))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no prepared scan waits for inference and none is in it (False if `timeout` seconds

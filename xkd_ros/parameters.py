@@ -43,12 +43,15 @@ __all__ = [
     "load_schema",
     "main",
     "read_param_file",
+    "runtime_parameters",
+    "schema_leaf",
     "select_cameras",
     "validate_parameters",
 ]
 
 NODE_NAME = "segment"
 OFFSETS = "sync.camera_offsets"
+RUNTIME = "x-runtime"  # the schema's annotation of a parameter the node takes while it runs
 ALL_CAMERAS = "*"  # `cameras: ["*"]`, the default: every camera of the rig, in the rig's order
 # Parameters every rclpy node has, or that ROS tooling adds: not ours to validate.
 _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
@@ -89,6 +92,19 @@ def leaves(schema: Mapping[str, Any] | None = None) -> dict[str, dict]:
 
     walk("", load_schema() if schema is None else schema)
     return found
+
+
+def runtime_parameters(schema: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The parameters the schema marks `"x-runtime": true`: segment_node takes a new value of these while it
+    runs (`ros2 param set`, validated against the same schema); every other one is read at start-up only.
+    The one place that reads the annotation."""
+    return frozenset(name for name, leaf in leaves(schema).items() if leaf.get(RUNTIME) is True)
+
+
+def schema_leaf(name: str) -> str:
+    """The schema parameter a ROS parameter name belongs to: itself, or sync.camera_offsets for one entry of
+    the map form (`sync.camera_offsets.<camera>`, declared one parameter per camera)."""
+    return OFFSETS if name.startswith(OFFSETS + ".") else name
 
 
 def defaults(schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
