@@ -94,6 +94,7 @@ setup(
             "xkd-evaluate = xkd_ros.evaluate:main",
             "segment_node = xkd_ros.node:main",
             "xkd-replay = xkd_ros.replay:main",
+            "xkd-record = xkd_ros.record:main",
             "xkd-build-engine = xkd_ros.inference.tensorrt:main",
             "xkd-rig = xkd_ros.calibration:main",
         ],

@@ -130,3 +130,68 @@ def test_demo_writes_the_projection_picture_and_summary(tmp_path, capsys):
     for camera, count in seen.items():  # the occlusion test hides some points, never most of them
         assert 0.9 * NUSCENES_COUNTS[camera] < count < NUSCENES_COUNTS[camera]
     assert "CAM_BACK" in capsys.readouterr().out
+
+
+def session_bag(tmp_path, frame, tf_static=True):
+    """A recorded session as xkd_ros.live writes one: the replayed frame's topics (images, CameraInfo and,
+    unless not wanted, /tf_static) and the node's labelled cloud of it."""
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import Reader
+
+    from xkd_ros.data import load_class_set
+    from xkd_ros.data.rosbag import write_bag
+    from xkd_ros.msgs.labeled_cloud import create_labeled_cloud
+    from xkd_ros.record import BagSink, replay_offer
+
+    replayed = write_bag([frame], tmp_path / "replayed", image_format="jpeg")
+    sink = BagSink(tmp_path / "session")
+    with Reader(replayed) as reader:
+        connections = [c for c in reader.connections if tf_static or c.topic != "/tf_static"]
+        for c in connections:
+            sink.add(c.topic, c.msgtype, c.ext.offered_qos_profiles)
+        for c, log_ns, raw in reader.messages(connections=connections):
+            sink.write(c.topic, log_ns, bytes(raw))
+    messages = frame_to_messages(frame, "jpeg")
+    palette = load_class_set(frame.classes).colors
+    labels = frame.labels.astype(np.uint8)
+    cloud = create_labeled_cloud(
+        messages.cloud.header, frame.xyz, None, labels, np.ones(len(labels), np.float32), palette
+    )
+    sink.add("/segment/output/labeled_cloud", "sensor_msgs/msg/PointCloud2", [replay_offer()])
+    sink.write("/segment/output/labeled_cloud", stamp_to_ns(frame.stamp), serialize_message(cloud))
+    sink.close()
+    return tmp_path / "session", palette
+
+
+def test_the_session_picture_is_drawn_from_what_the_recording_holds(tmp_path, rellis_frame):
+    from xkd_ros.data.classes import IGNORE_COLOR, IGNORE_INDEX
+    from xkd_ros.session import read_labelled_scan, session_picture
+
+    bag, palette = session_bag(tmp_path, rellis_frame)
+    scan = read_labelled_scan(bag)
+    assert scan.frame_id == rellis_frame.rig.lidar_frame
+    assert scan.stamp_ns == stamp_to_ns(rellis_frame.stamp)
+    labels = rellis_frame.labels
+    colours = np.where(
+        (labels == IGNORE_INDEX)[:, None], IGNORE_COLOR, palette[np.minimum(labels, len(palette) - 1)]
+    )
+    assert np.array_equal(scan.rgb, colours)  # the cloud's packed rgb, as rviz's RGB8 shows it
+    # calibration from the recorded CameraInfo and /tf_static, not from a rig file
+    (camera,) = scan.rig
+    original = rellis_frame.rig["pylon_camera"]
+    assert camera.name == "pylon_camera"
+    np.testing.assert_allclose(camera.intrinsics.K, original.intrinsics.K)
+    np.testing.assert_allclose(camera.T_cam_lidar, original.T_cam_lidar, atol=1e-6)
+    assert scan.images["pylon_camera"].shape == rellis_frame.images["pylon_camera"].shape
+    picture = session_picture(scan)
+    assert picture.shape[0] == 480 * original.intrinsics.height // original.intrinsics.width
+    assert picture.shape[1] == 480 + picture.shape[0]  # the camera with its points, the bird's-eye view
+
+
+def test_without_tf_static_the_session_picture_takes_the_rig_or_shows_the_bev(tmp_path, rellis_frame):
+    from xkd_ros.session import read_labelled_scan, session_picture
+
+    bag, _ = session_bag(tmp_path, rellis_frame, tf_static=False)
+    assert read_labelled_scan(bag).rig is None
+    assert session_picture(read_labelled_scan(bag)).shape == (600, 600, 3)
+    assert read_labelled_scan(bag, rig=rellis_frame.rig).rig is rellis_frame.rig

@@ -7,14 +7,32 @@ import signal
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
+import yaml
+from rosbags.interfaces import QosDurability, QosReliability
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
 
 from xkd_ros import demo
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.live import LiveError, Recording, run_live
+from xkd_ros.live import NODE_OUTPUTS, LiveError, Recording, run_live
 from xkd_ros.ros_env import DOMAIN_IDS, RosEnvironmentError, domain_environment
+
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+
+
+def session_topics(bag):
+    """topic -> (type, messages, offered QoS profiles) of a recorded session, and its labelled clouds."""
+    with Reader(bag) as reader:
+        topics = {c.topic: (c.msgtype, c.msgcount, c.ext.offered_qos_profiles) for c in reader.connections}
+        clouds = [c for c in reader.connections if c.topic == "/segment/output/labeled_cloud"]
+        frames = {
+            TYPESTORE.deserialize_cdr(raw, c.msgtype).header.frame_id for c, _, raw in reader.messages(clouds)
+        }
+    return topics, frames
 
 
 def synthetic_bag(path, frames, seed):
@@ -56,22 +74,61 @@ def test_demo_at_small_size(tmp_path, ros_env, capsys):
     domain = ros_env["ROS_DOMAIN_ID"]
     assert f"ROS_DOMAIN_ID {domain} (from the environment)" in capsys.readouterr().out
 
+    # The session: the replayed inputs and all the node published, in one mcap, counted in the report.
+    topics, frames = session_topics(tmp_path / "session")
+    assert report["session_messages"] == {t: n for t, (_, n, _) in topics.items()}
+    per_scan = [
+        "/segment/output/labeled_cloud",
+        "/segment/debug/total_ms",
+        "/segment/debug/pipeline_latency_ms",
+    ]
+    assert {t: topics[t][:2] for t in per_scan} == {
+        "/segment/output/labeled_cloud": ("sensor_msgs/msg/PointCloud2", 3),
+        "/segment/debug/total_ms": ("geometry_msgs/msg/PointStamped", 3),
+        "/segment/debug/pipeline_latency_ms": ("geometry_msgs/msg/PointStamped", 3),
+    }
+    assert topics["/lidar/points"][1] == topics["/cameras/CAM_FRONT/image_raw/compressed"][1] == 3
+    assert topics["/tf_static"][0] == "tf2_msgs/msg/TFMessage"
+    assert topics["/diagnostics"][1] >= 1
+    markers = topics["/segment/output/class_markers"]
+    assert markers[1] >= 1
+    assert {q.durability for q in markers[2]} == {QosDurability.TRANSIENT_LOCAL}  # ros2 bag play latches it
+    # The viewer configs: rviz's fixed frame is the frame of the clouds the node published (issue 14).
+    rviz = yaml.safe_load((tmp_path / "segment.rviz").read_text())
+    assert frames == {rviz["Visualization Manager"]["Global Options"]["Fixed Frame"]}
+    layout = json.loads((tmp_path / "segment.foxglove.json").read_text())
+    assert frames == {layout["configById"]["3D!xkd_scene"]["followTf"]}
+    picture = cv2.imread(str(tmp_path / "session.png"))
+    assert picture is not None
+    assert picture.shape[1] > picture.shape[0]  # the cameras and the bird's-eye view side by side
+
 
 FAKE_NODE = """
 import sys
 
 import numpy as np
 import rclpy
-from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2, PointField
-from std_msgs.msg import Float64
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PointStamped
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 
-from xkd_ros.msgs.point_cloud2 import create_cloud
+from xkd_ros.msgs import read_points
+from xkd_ros.msgs.labeled_cloud import create_labeled_cloud
+from xkd_ros.viewers import DEBUG_STAGES
 
-# A segment_node that cannot label its second scan: it subscribes and publishes what the real one does.
+# A segment_node that cannot label its second scan: it subscribes and publishes what the real one does
+# (the debug timings stamped with the scan's header).
 rclpy.init(args=sys.argv)
 node = rclpy.create_node("segment", automatically_declare_parameters_from_overrides=True)
 labelled = node.create_publisher(PointCloud2, "~/output/labeled_cloud", 10)
-total = node.create_publisher(Float64, "~/debug/total_ms", 10)
+latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+node.create_publisher(MarkerArray, "~/output/class_markers", latched).publish(MarkerArray())
+node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+node.create_publisher(String, "~/debug/fused_cameras", 10)
+timings = [node.create_publisher(PointStamped, f"~/debug/{stage}_ms", 10) for stage in DEBUG_STAGES]
 scans = []
 
 
@@ -79,10 +136,13 @@ def on_scan(msg):
     scans.append(msg.header.stamp)
     if len(scans) == 2:
         return
-    field = PointField(name="label", offset=0, datatype=PointField.UINT8, count=1)
-    labels = np.zeros((msg.width * msg.height, 1), np.uint8)
-    labelled.publish(create_cloud(msg.header, [field], labels))
-    total.publish(Float64(data=1.0))
+    points = read_points(msg, ["x", "y", "z"])
+    xyz = np.column_stack([points["x"], points["y"], points["z"]])
+    zeros = np.zeros(len(xyz), np.uint8)
+    palette = np.array([[200, 40, 40]], np.uint8)
+    labelled.publish(create_labeled_cloud(msg.header, xyz, None, zeros, zeros.astype(np.float32), palette))
+    for publisher in timings:
+        publisher.publish(PointStamped(header=msg.header, point=Point(x=1.0)))
 
 
 node.create_subscription(PointCloud2, "~/input/pointcloud", on_scan, 10)
@@ -135,7 +195,7 @@ def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, ros_env
     labels = result.outputs[stamp_to_ns(nuscenes_keyframe.stamp)]
     assert labels.shape == (34688,)
     assert np.all((labels < 14) | (labels == 255))
-    assert result.totals
+    assert list(result.totals) == list(result.outputs)  # total_ms paired with its scan by the stamp
 
 
 @pytest.mark.dds
@@ -147,8 +207,9 @@ def test_evaluate_live_scores_a_node_with_best_effort_outputs(tmp_path, ros_env)
 
     bag, drive = synthetic_bag(tmp_path / "bag", frames=2, seed=5)
     node = start_node(ros_env, bag, drive, reliable=False, depth=len(drive))
+    session = tmp_path / "session"
     try:
-        code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval")])
+        code = evaluate_main([str(bag), "--live", "--out", str(tmp_path / "eval"), "--record", str(session)])
     finally:
         log = stop(node)
     assert "QoS best effort" in log
@@ -157,6 +218,13 @@ def test_evaluate_live_scores_a_node_with_best_effort_outputs(tmp_path, ros_env)
     assert report["scans_labelled"] == report["scans_with_ground_truth"] == 2
     assert report["scans_lost"] == []
     assert 0 < report["miou"] <= 1
+    # --record: the best-effort clouds recorded too (a reliable reader would have matched nothing)
+    topics, _ = session_topics(session)
+    cloud = topics["/segment/output/labeled_cloud"]
+    assert cloud[1] == 2
+    assert {q.reliability for q in cloud[2]} == {QosReliability.BEST_EFFORT}
+    outputs = {t if t.startswith("/") else f"/segment/{t}" for t in NODE_OUTPUTS}
+    assert set(report["session_messages"]) == set(topics) >= outputs
 
 
 @pytest.mark.dds

@@ -78,7 +78,7 @@ def test_live_result_names_the_scans_without_a_labelled_cloud():
     labels = np.zeros(4, dtype=np.uint8)
     result = LiveResult(recording(stamps), outputs={stamps[0] + 300: labels, stamps[2]: labels})
     result.truth = {stamps[0] + 300: labels, stamps[2]: labels}
-    result.totals = [50.0, 60.0]
+    result.totals = {stamps[0] + 300: 50.0, stamps[2]: 60.0}
     assert result.lost() == [(1, stamps[1])]  # a stamp back from float seconds still matches its scan
     assert not result.complete()
     assert describe_lost(result.lost(), 3) == "1 of 3 scans not labelled: #2 (stamp 10.500000000 s)"
@@ -86,11 +86,13 @@ def test_live_result_names_the_scans_without_a_labelled_cloud():
     assert report["scans_recorded"] == 3
     assert report["scans_labelled"] == 2
     assert report["scans_lost"] == [{"index": 1, "stamp_ns": stamps[1]}]
+    assert report["node_total_ms"]["p50"] == pytest.approx(55.0)
 
     result.outputs[stamps[1]] = labels
-    assert not result.complete()  # its total_ms and ground truth are still to come
-    result.totals.append(55.0)
     result.truth[stamps[1]] = labels
+    result.totals[stamps[0] + NS // 10] = 70.0  # a total_ms of no recorded scan
+    assert not result.complete()  # scan #2's total_ms is still to come: totals pair with scans by stamp
+    result.totals[stamps[1]] = 55.0
     assert result.complete()
 
 
@@ -109,3 +111,16 @@ def test_live_mode_refuses_a_bag_without_labels(tmp_path, nuscenes_keyframe, cap
     )
     with pytest.raises(SystemExit):
         main([str(bag), "--live", "--rate", "0"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--record: only with --live (it records a live session)"),
+        (["--live"], "exists already; a recording goes to a new folder"),
+    ],
+)
+def test_record_needs_live_mode_and_a_new_folder(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), *extra, "--record", str(tmp_path)])
+    assert message in capsys.readouterr().err

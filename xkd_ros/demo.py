@@ -7,7 +7,11 @@
 3. once the node is up and this process is matched to its outputs, `xkd-replay` plays the recording over
    DDS (the large-data Fast DDS profile), waiting for the node's subscriptions first (xkd_ros.live);
 4. this process listens to what the node publishes, pairs each labelled cloud with the ground truth of its
-   scan, and prints mIoU, per-class IoU and latency; pictures go to the output folder.
+   scan, and prints mIoU, per-class IoU and latency; pictures go to the output folder;
+5. the whole session (the replayed inputs and everything the node published) is recorded into one mcap,
+   `<out>/session/` (xkd_ros.record), which Foxglove and `ros2 bag play` open; `session.png` is drawn from
+   that recording read back (the labelled scan by its rgb colours, in the bird's-eye view and the recorded
+   camera images), and `segment.rviz` and `segment.foxglove.json` are the viewer configs of this rig.
 
 The exit status is 1 when any scan of the recording was not labelled; the lost scans are named.
 """
@@ -28,10 +32,13 @@ import numpy as np
 from xkd_ros.data import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
-from xkd_ros.data.rosbag import write_bag
+from xkd_ros.data.rosbag import BagTopics, write_bag
+from xkd_ros.geometry import Rig
 from xkd_ros.live import LiveError, LiveResult, Recording, describe_lost, interrupt, run_live
 from xkd_ros.paths import config_path
 from xkd_ros.ros_env import RosEnvironmentError, domain_environment
+from xkd_ros.session import SessionError, read_labelled_scan, session_picture
+from xkd_ros.viewers import foxglove_layout, rviz_config
 
 NODE = "segment"
 
@@ -88,9 +95,11 @@ def run_node(
     offsets: list[float],
     log: Path,
     timeout: float | None = None,
+    session: Path | None = None,
 ) -> LiveResult:
-    """segment_node on the recording's rig, the recording replayed to it, what it published; the node's
-    output goes to `log` (a file: a pipe nobody reads would stall a node that logs much)."""
+    """segment_node on the recording's rig, the recording replayed to it, what it published (recorded into
+    `session` when given); the node's output goes to `log` (a file: a pipe nobody reads would stall a node
+    that logs much)."""
     with domain_environment("xkd-demo") as env, log.open("w") as out:
         node = subprocess.Popen(
             node_command(recording.bag / "rig.yaml", cameras, offsets, depth=len(recording.stamps)),
@@ -100,9 +109,19 @@ def run_node(
             text=True,
         )
         try:
-            return run_live(recording, env, NODE, node_process=node, timeout=timeout)
+            return run_live(recording, env, NODE, node_process=node, timeout=timeout, record=session)
         finally:
             interrupt(node)
+
+
+def write_viewers(rig: Rig, out: Path) -> None:
+    """segment.rviz and segment.foxglove.json for the demo's rig and topics: fixed frame the rig's LiDAR
+    frame (the frame_id of the node's clouds), the cameras' recorded compressed image topics."""
+    topics = BagTopics()
+    images = {camera: topics.image(camera, compressed=True) for camera in rig.names}
+    (out / "segment.rviz").write_text(rviz_config(rig.lidar_frame, f"/{NODE}", images))
+    layout = foxglove_layout(rig.lidar_frame, f"/{NODE}", images)
+    (out / "segment.foxglove.json").write_text(json.dumps(layout, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"recorded {len(drive)} scans, {len(cameras)} cameras -> {bag} ({seconds:.0f} s)", flush=True)
 
     node_log = args.out / "node.log"
+    session = args.out / "session"
+    if session.exists():
+        shutil.rmtree(session)
     try:
-        result = run_node(Recording.from_bag(bag), cameras, offsets, node_log, args.timeout)
+        result = run_node(Recording.from_bag(bag), cameras, offsets, node_log, args.timeout, session)
     except (LiveError, RosEnvironmentError) as error:
         print(f"xkd-demo: error: {error}; the node's log: {node_log}", file=sys.stderr)
         return 1
@@ -155,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     label_text(bev[1], "segment_node output", origin=(8, 440))
     cv2.imwrite(str(args.out / "bev.png"), np.hstack(bev))
     cv2.imwrite(str(args.out / "frame.png"), render_frame(first))
+    rig = Rig.load(bag / "rig.yaml")
+    write_viewers(rig, args.out)
+    try:  # what rviz would show, drawn from the recording read back
+        scan = read_labelled_scan(session, f"/{NODE}", index=len(result.outputs) // 2, rig=rig)
+    except SessionError as error:
+        print(f"xkd-demo: error: {error}", file=sys.stderr)
+        return 1
+    picture = session_picture(scan, "segment_node output, from the recording")
+    cv2.imwrite(str(args.out / "session.png"), picture)
 
     print(f"segment_node labelled {len(drive) - len(lost)} of {len(drive)} scans replayed over DDS")
     print(
@@ -168,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"node processing per scan (pre-processing, inference, labels): p50 {p50:.0f}, p90 {p90:.0f} ms"
         )
+    recorded = report.get("session_messages", {})
+    print(
+        f"session recorded: {session} ({sum(recorded.values())} messages on {len(recorded)} topics; "
+        f"Foxglove: open {session / (session.name + '.mcap')} with {args.out / 'segment.foxglove.json'})"
+    )
     print(f"pictures and report in {args.out} ({time.perf_counter() - started:.0f} s in all)")
     if lost:
         print(

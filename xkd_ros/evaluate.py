@@ -9,7 +9,8 @@ reaches; the others are reported as not predicted by the model and their points 
 synthetic-to-real studies score the shared classes), and a prediction of a class with no counterpart counts
 as wrong. `score_boxes` and `ego_returns` are the weak checks for a frame with 3-D boxes but no point labels.
 `--live` scores a running segment_node on a replayed bag instead: the DDS side is xkd_ros.live, the scoring
-(`score_live`) is here.
+(`score_live`) is here; `--record OUT` records that session (the replayed inputs and all the node published)
+into one mcap bag OUT.
 """
 
 from __future__ import annotations
@@ -307,9 +308,9 @@ def write_report(
     return report
 
 
-def score_live(outputs: dict, truth: dict, totals: list, classes: ClassSet) -> dict:
+def score_live(outputs: dict, truth: dict, totals: Sequence[float], classes: ClassSet) -> dict:
     """mIoU and per-class IoU of the node's labels against the ground truth of the same scans, and the
-    node's processing time per scan (its ~/debug/total_ms)."""
+    node's processing time per scan (its ~/debug/total_ms of the labelled scans)."""
     k = classes.num_classes
     confusion = np.zeros((k, k), dtype=np.int64)
     matched = sorted(set(outputs) & set(truth))
@@ -356,11 +357,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="live mode: seconds to wait at most once the replay starts (default: scaled with the recording)",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="live mode: record the session (inputs and all the node published) into the new mcap bag OUT",
+    )
     args = parser.parse_args(argv)
     if not args.rate > 0:
         parser.error(f"--rate: {args.rate:g} is not > 0")
     from xkd_ros.paths import default_model
 
+    if args.record is not None and not args.live:
+        parser.error("--record: only with --live (it records a live session)")
+    if args.record is not None and args.record.exists():
+        parser.error(f"--record: {args.record} exists already; a recording goes to a new folder")
     if args.live:
         return _live(args)
     model = args.model or default_model(args.backend)
@@ -399,7 +411,7 @@ def _live(args: argparse.Namespace) -> int:
         recording = Recording.from_bag(args.data)
         if recording.label_topic is None:
             raise LiveError(f"{args.data}: no label topic in the bag, nothing to score the labels against")
-        result = run_live(recording, env, args.node, rate=args.rate, timeout=args.timeout)
+        result = run_live(recording, env, args.node, rate=args.rate, timeout=args.timeout, record=args.record)
     except (LiveError, RosbagError) as error:
         print(f"xkd-evaluate: error: {error}", file=sys.stderr)
         return 1
@@ -408,6 +420,11 @@ def _live(args: argparse.Namespace) -> int:
     (args.out / "live_report.json").write_text(json.dumps(report, indent=2) + "\n")
     recorded = report["scans_recorded"]
     print(f"{report['scans_labelled']} of {recorded} scans labelled: mIoU {100 * report['miou']:.1f} %")
+    if args.record is not None:
+        messages = report["session_messages"]
+        print(
+            f"session recorded: {args.record} ({sum(messages.values())} messages on {len(messages)} topics)"
+        )
     lost = result.lost()
     if lost:
         print(f"xkd-evaluate: error: {describe_lost(lost, recorded)}", file=sys.stderr)

@@ -7,14 +7,22 @@ The ROS glue shared by `xkd-demo` (`make demo`) and `xkd-evaluate --live`; the s
    to rclpy.init, the Fast DDS profile and the discovery range are held in os.environ only while the
    participant is created, then restored);
 2. it waits until the node is up: its subscription to the scan topic and its labelled-cloud and total_ms
-   publishers are in the graph;
+   publishers are in the graph (with a recording: every output of NODE_OUTPUTS);
 3. it subscribes to those outputs with the reliability the node offers (a reliable reader never matches a
    best-effort writer, and the shipped parameters publish best effort) and waits until they are matched;
+   with a recording (xkd_ros.record), it also subscribes raw to every output and every played topic;
 4. only then it starts `xkd-replay --wait-for-subscribers`, which waits for the node's inputs and for this
-   process's ground-truth subscription, and at the end for the reliable subscribers' acknowledgements;
-5. it waits for one labelled cloud per recorded scan: at most a start-up allowance + the recording's
-   duration / rate + a per-scan allowance per scan, and once the player is done, until no labelled cloud
-   came for one per-scan allowance. Scans without one are reported lost, by index and stamp.
+   process's ground-truth subscription (with a recording: for two subscribers on every played topic, the
+   node or the listener and the recorder), and at the end for the reliable subscribers' acknowledgements;
+5. it waits for one labelled cloud and one total_ms per recorded scan, paired by the scan's stamp (the
+   debug timings are geometry_msgs/PointStamped with the labelled cloud's header, point.x = ms): at most a
+   start-up allowance + the recording's duration / rate + a per-scan allowance per scan, and once the
+   player is done, until nothing came for one per-scan allowance. Scans without a labelled cloud are
+   reported lost, by index and stamp.
+
+The recording (`record=`) is one rosbag2 mcap that Foxglove and `ros2 bag play` open: the replayed inputs
+as the node received them, /tf_static copied from the replayed bag (xkd-replay cannot publish it where
+tf2_msgs has no Python package), and everything the node published (NODE_OUTPUTS).
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ import numpy as np
 
 from xkd_ros.data.classes import ClassSet
 from xkd_ros.ros_env import process_environment
+from xkd_ros.viewers import DEBUG_STAGES
 
 __all__ = [
+    "NODE_OUTPUTS",
     "LiveError",
     "LiveResult",
     "Recording",
@@ -53,6 +63,16 @@ STAMP_TOLERANCE_NS = 1_000  # recorded stamps come back from float seconds: equa
 SPIN_S = 0.05
 # Read from the environment when a DDS participant is created (ROS_DOMAIN_ID goes to rclpy.init).
 PARTICIPANT_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+# segment_node's outputs with one message per labelled scan (the debug ones while debug.publish is on),
+# relative to its name.
+PER_SCAN_OUTPUTS = (
+    "output/labeled_cloud",
+    *(f"debug/{stage}_ms" for stage in DEBUG_STAGES),
+    "debug/fused_cameras",
+)
+# Everything segment_node publishes (relative to its name, or absolute): what a live run records.
+NODE_OUTPUTS = (*PER_SCAN_OUTPUTS, "output/class_markers", "/diagnostics")
+TF_STATIC = "/tf_static"
 
 
 class LiveError(RuntimeError):
@@ -70,16 +90,24 @@ class Recording:
     topics: tuple[str, ...]  # played: the scans, the labels, every camera's image and CameraInfo
     stamps: tuple[int, ...]  # ns
     classes: str | None
+    types: Mapping[str, str] = field(default_factory=dict)  # topic -> message type, every topic of the bag
+    counts: Mapping[str, int] = field(default_factory=dict)  # topic -> messages in the bag
 
     @classmethod
     def from_bag(cls, path: str | Path) -> Recording:
         """The recording of a bag `RosbagDataset` reads (its xkd.yaml, else topics found by type)."""
+        from rosbags.rosbag2 import Reader
+
         from xkd_ros.data.messages import stamp_to_ns
         from xkd_ros.data.rosbag import RosbagDataset
 
-        dataset = RosbagDataset(path)
+        dataset = RosbagDataset(path)  # a bag that cannot make frames is a RosbagError naming it
         labels = (dataset.label_topic,) if dataset.label_topic else ()
         cameras = [t for c in dataset.cameras.values() for t in (c.image, c.camera_info)]
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        with Reader(folder) as reader:
+            types = {connection.topic: connection.msgtype for connection in reader.connections}
+            counts = {topic: info.msgcount for topic, info in reader.topics.items()}
         return cls(
             bag=Path(path),
             scan_topic=dataset.lidar_topic,
@@ -87,6 +115,8 @@ class Recording:
             topics=(dataset.lidar_topic, *labels, *cameras),
             stamps=tuple(stamp_to_ns(float(s)) for s in dataset.stamps),
             classes=dataset.classes,
+            types=types,
+            counts=counts,
         )
 
     @property
@@ -103,32 +133,39 @@ def wait_budget(
 
 @dataclass
 class LiveResult:
-    """What came back: labels by stamp from the node and from the ground truth; the node's total_ms."""
+    """What came back: labels by stamp from the node and from the ground truth; the node's total_ms by the
+    stamp of its scan; with a recording, the messages it holds per topic."""
 
     recording: Recording
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
     truth: dict[int, np.ndarray] = field(default_factory=dict)
-    totals: list[float] = field(default_factory=list)
+    totals: dict[int, float] = field(default_factory=dict)
+    recorded: dict[str, int] | None = None
 
     def lost(self) -> list[tuple[int, int]]:
         """(index, stamp ns) of every recorded scan that has no labelled cloud."""
         return _missing(self.recording.stamps, self.outputs)
 
     def complete(self) -> bool:
-        """Every recorded scan has its labelled cloud and total_ms (published right after the cloud), and
-        its ground truth where the bag has labels."""
-        if self.lost() or len(self.totals) < len(self.recording.stamps):
+        """Every recorded scan has its labelled cloud and its total_ms (published right after the cloud,
+        stamped as it), and its ground truth where the bag has labels."""
+        stamps = self.recording.stamps
+        if self.lost() or _missing(stamps, self.totals):
             return False
-        return self.recording.label_topic is None or not _missing(self.recording.stamps, self.truth)
+        return self.recording.label_topic is None or not _missing(stamps, self.truth)
 
     def report(self, classes: ClassSet) -> dict:
-        """score_live's mIoU, IoU and latency, plus the scans recorded and those lost."""
+        """score_live's mIoU, IoU and latency (the total_ms of the scans the node labelled), the scans
+        recorded and those lost; with a recording, its messages per topic."""
         from xkd_ros.evaluate import score_live
 
+        labelled = set(self.outputs)
+        totals = [ms for stamp, ms in self.totals.items() if stamp in labelled]
         return {
             "scans_recorded": len(self.recording.stamps),
-            **score_live(self.outputs, self.truth, self.totals, classes),
+            **score_live(self.outputs, self.truth, totals, classes),
             "scans_lost": [{"index": i, "stamp_ns": s} for i, s in self.lost()],
+            **({} if self.recorded is None else {"session_messages": dict(sorted(self.recorded.items()))}),
         }
 
 
@@ -159,11 +196,18 @@ def joined(env: Mapping[str, str], name: str) -> Iterator[tuple[Any, Any]]:
     participant: a process that joins graphs with different profiles needs a process per profile."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     context = rclpy.Context()
     domain = env.get("ROS_DOMAIN_ID")
     with process_environment({k: env[k] for k in PARTICIPANT_VARIABLES if k in env}):
-        rclpy.init(context=context, domain_id=int(domain) if domain else None)
+        # No rclpy SIGINT handler: it would shut the context down under a spin; Ctrl-C raises
+        # KeyboardInterrupt, and the teardown below runs as for any other end.
+        rclpy.init(
+            context=context,
+            domain_id=int(domain) if domain else None,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
         try:
             node = rclpy.create_node(name, context=context)
         except BaseException:
@@ -241,13 +285,16 @@ def run_live(
     startup_s: float = STARTUP_S,
     per_scan_s: float = PER_SCAN_S,
     timeout: float | None = None,
+    record: Path | None = None,
 ) -> LiveResult:
     """Replay `recording` at `rate` to the running node `node_name` once it and this listener are matched;
     returns what it published. `node_process` (when this process started the node) ends the wait early if it
-    exits. `timeout` replaces wait_budget(...) as the longest wait once the replay starts. Raises LiveError
-    when the node is not up within `startup_s`, exits, or the player fails."""
+    exits. `timeout` replaces wait_budget(...) as the longest wait once the replay starts. `record` (a new
+    folder) records the session: the node's inputs and all its outputs, in one mcap (xkd_ros.record).
+    Raises LiveError when the node is not up within `startup_s`, exits, the player fails or the recording
+    cannot be written."""
+    from geometry_msgs.msg import PointStamped
     from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import Float64
 
     from xkd_ros.msgs import read_points
 
@@ -256,6 +303,10 @@ def run_live(
     depth = max(expected, 10)  # a slow listener never loses a labelled cloud to its own queue
     output = f"/{node_name}/output/labeled_cloud"
     total = f"/{node_name}/debug/total_ms"
+    required = [output, total]
+    if record is not None:
+        required += [t if t.startswith("/") else f"/{node_name}/{t}" for t in NODE_OUTPUTS]
+        required = list(dict.fromkeys(required))
 
     def on_output(msg: Any) -> None:
         result.outputs[_stamp(msg)] = read_points(msg, ["label"])["label"].copy()
@@ -263,74 +314,160 @@ def run_live(
     def on_truth(msg: Any) -> None:
         result.truth[_stamp(msg)] = read_points(msg, ["label"])["label"].copy()
 
+    def on_total(msg: Any) -> None:
+        result.totals[_stamp(msg)] = float(msg.point.x)
+
     with joined(env, "xkd_live_listener") as (node, executor):
         waiter = _Waiter(executor, node_process)
         waiter.until(
             lambda: (
                 node.count_subscribers(recording.scan_topic) >= 1
-                and bool(node.get_publishers_info_by_topic(output))
-                and bool(node.get_publishers_info_by_topic(total))
+                and all(node.get_publishers_info_by_topic(t) for t in required)
             ),
             startup_s,
             lambda: (
                 f"segment_node {node_name!r} is not up after {startup_s:g} s: "
-                + _absent(node, recording.scan_topic, output, total)
+                + _absent(node, recording.scan_topic, required)
             ),
         )
         outputs = node.create_subscription(PointCloud2, output, on_output, offered_qos(node, output, depth))
-        totals = node.create_subscription(
-            Float64, total, lambda m: result.totals.append(m.data), offered_qos(node, total, depth)
-        )
+        totals = node.create_subscription(PointStamped, total, on_total, offered_qos(node, total, depth))
         if recording.label_topic is not None:  # played by xkd-replay: reliable
             node.create_subscription(PointCloud2, recording.label_topic, on_truth, depth)
-        waiter.until(
-            lambda: outputs.get_publisher_count() >= 1 and totals.get_publisher_count() >= 1,
-            startup_s,
-            lambda: f"this listener is not matched to {output} and {total} after {startup_s:g} s",
-        )
-        replay = [
-            sys.executable,
-            "-m",
-            "xkd_ros.replay",
-            str(recording.bag),
-            "--rate",
-            f"{rate:g}",
-            "--wait-for-subscribers",
-            "--wait-timeout",
-            f"{startup_s:g}",
-            "--topics",
-            *recording.topics,
-        ]
-        player = subprocess.Popen(replay, env=dict(env))
+        recorder = None if record is None else _start_recorder(node, record, recording, required)
         try:
-            _collect(
+            # the recorder's subscriptions to the node's outputs (its inputs' publisher is not up yet)
+            matched = [
+                outputs,
+                totals,
+                *([] if recorder is None else (recorder.subscriptions[t] for t in required)),
+            ]
+            waiter.until(
+                lambda: all(s.get_publisher_count() >= 1 for s in matched),
+                startup_s,
+                lambda: (
+                    "this listener is not matched to "
+                    + ", ".join(s.topic_name for s in matched if s.get_publisher_count() < 1)
+                    + f" after {startup_s:g} s"
+                ),
+            )
+            _replay(
                 result,
                 waiter,
-                player,
+                env,
+                recording,
+                rate,
+                startup_s,
                 timeout or wait_budget(recording, rate, startup_s, per_scan_s),
                 per_scan_s,
+                # the node or the listener, and the recorder, on every played topic
+                subscribers=1 if recorder is None else 2,
             )
+            if recorder is not None:
+                _drain(recorder, result, waiter, node_name, per_scan_s)
         finally:
-            if player.poll() is None:
-                player.terminate()
-                player.wait()
+            if recorder is not None:
+                result.recorded = dict(recorder.close())
     return result
 
 
-def _absent(node: Any, scan_topic: str, output: str, total: str) -> str:
+def _drain(recorder: Any, result: LiveResult, waiter: _Waiter, node_name: str, seconds: float) -> None:
+    """Spin until the recorder has what the listener saw (its callbacks wait in the same executor): every
+    played message of the bag, and one message per labelled scan on each per-scan output; at most
+    `seconds`. What is still missing then shows in the counts of the report."""
+    recording = result.recording
+    wanted = {t: recording.counts.get(t, 0) for t in recording.topics}
+    wanted |= {f"/{node_name}/{t}": len(result.outputs) for t in PER_SCAN_OUTPUTS}
+    deadline = time.monotonic() + seconds
+    while any(recorder.counts[t] < n for t, n in wanted.items()) and time.monotonic() < deadline:
+        waiter.executor.spin_once(timeout_sec=SPIN_S)
+
+
+def _start_recorder(node: Any, path: Path, recording: Recording, outputs: Sequence[str]) -> Any:
+    """A Recorder of the node's outputs (type and QoS from their publishers), the played topics (their
+    types from the bag, the QoS xkd-replay will offer) and /tf_static copied from the bag."""
+    from xkd_ros.record import Recorder, RecordError, replay_offer
+
+    try:
+        recorder = Recorder(node, path)
+    except RecordError as error:
+        raise LiveError(f"cannot record the session: {error}") from None
+    try:
+        for topic in outputs:
+            recorder.add(topic)
+        for topic in recording.topics:
+            recorder.add(topic, recording.types[topic], [replay_offer()])
+    except RecordError as error:
+        recorder.close()  # what there is stays a readable bag
+        raise LiveError(f"cannot record the session: {error}") from None
+    if TF_STATIC in recording.types:
+        _copy_static(recorder, recording)
+    return recorder
+
+
+def _copy_static(recorder: Any, recording: Recording) -> None:
+    """/tf_static as the bag has it (latched), logged now: where the viewers find the cameras' poses."""
+    from rosbags.rosbag2 import Reader
+
+    from xkd_ros.record import replay_offer
+
+    folder = recording.bag if recording.bag.is_dir() else recording.bag.parent
+    recorder.sink.add(TF_STATIC, recording.types[TF_STATIC], [replay_offer(latched=True)])
+    with Reader(folder) as reader:
+        connections = [c for c in reader.connections if c.topic == TF_STATIC]
+        for _, _, raw in reader.messages(connections=connections):
+            recorder.sink.write(TF_STATIC, time.time_ns(), bytes(raw))
+
+
+def _replay(
+    result: LiveResult,
+    waiter: _Waiter,
+    env: Mapping[str, str],
+    recording: Recording,
+    rate: float,
+    startup_s: float,
+    budget: float,
+    per_scan_s: float,
+    subscribers: int,
+) -> None:
+    """xkd-replay the recording once `subscribers` are matched on each of its topics; collect what comes."""
+    replay = [
+        sys.executable,
+        "-m",
+        "xkd_ros.replay",
+        str(recording.bag),
+        "--rate",
+        f"{rate:g}",
+        "--wait-for-subscribers",
+        str(subscribers),
+        "--wait-timeout",
+        f"{startup_s:g}",
+        "--topics",
+        *recording.topics,
+    ]
+    player = subprocess.Popen(replay, env=dict(env))
+    try:
+        _collect(result, waiter, player, budget, per_scan_s)
+    finally:
+        if player.poll() is None:
+            player.terminate()
+            player.wait()
+
+
+def _absent(node: Any, scan_topic: str, outputs: Sequence[str]) -> str:
     """Which of the node's endpoints the graph lacks, as a phrase."""
     missing = []
     if node.count_subscribers(scan_topic) < 1:
         missing.append(f"no subscriber on {scan_topic}")
-    missing += [f"no publisher on {t}" for t in (output, total) if not node.get_publishers_info_by_topic(t)]
+    missing += [f"no publisher on {t}" for t in outputs if not node.get_publishers_info_by_topic(t)]
     return ", ".join(missing)
 
 
 def _collect(
     result: LiveResult, waiter: _Waiter, player: subprocess.Popen, budget: float, per_scan_s: float
 ) -> None:
-    """Spin until every recorded scan has its labelled cloud and ground truth, the budget is spent, or the
-    player is done and nothing came for `per_scan_s` since (the node has nothing more to give)."""
+    """Spin until every recorded scan has its labelled cloud, total_ms and ground truth, the budget is spent,
+    or the player is done and nothing came for `per_scan_s` since (the node has nothing more to give)."""
     deadline = time.monotonic() + budget
     quiet_since: float | None = None  # once the player is done: when the last news came
     seen = 0
@@ -342,7 +479,7 @@ def _collect(
         if code is not None and code != 0:
             raise LiveError(f"xkd-replay exited with status {code} (its error is above)")
         if code is not None:
-            news = len(result.outputs) + len(result.truth)
+            news = len(result.outputs) + len(result.truth) + len(result.totals)
             if quiet_since is None or news != seen:
                 quiet_since, seen = now, news
             if now - quiet_since >= per_scan_s:
