@@ -58,9 +58,11 @@ OPTIONAL = {"torch", "tensorrt"}
 RUNTIME_MODULES = (
     "xkd_ros.node",
     "xkd_ros.replay",
+    "xkd_ros.record",
     "xkd_ros.evaluate",
     "xkd_ros.live",
     "xkd_ros.calibration",
+    "xkd_ros.viewers",
 )
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
