@@ -17,7 +17,6 @@ from xkd_ros.parameters import (
     ParameterError,
     check_offsets,
     defaults,
-    launch_overrides,
     leaves,
     lidar_profile,
     main,
@@ -218,16 +217,6 @@ def test_check_command_names_file_and_parameter(tmp_path, capsys, text, override
 
 def test_check_command_takes_empty_lists_on_the_command_line(capsys):
     assert main([str(PARAM_FILE), "-p", "cameras:=[]", "-p", f"{OFFSETS}:=[]"]) == 0
-
-
-# ------------------------------------------------------------------ the launch file's overrides
-def test_launch_passes_only_the_arguments_given():
-    assert launch_overrides() == {}  # the param_file's backend, model and use_sim_time stand
-    assert launch_overrides(backend="torch") == {"backend": "torch"}
-    assert launch_overrides("m.onnx", "", "true") == {"model_path": "m.onnx", "use_sim_time": True}
-    assert launch_overrides(use_sim_time="0") == {"use_sim_time": False}
-    with pytest.raises(ParameterError, match="use_sim_time: 'maybe'"):
-        launch_overrides(use_sim_time="maybe")
 
 
 def test_shipped_file_is_what_yaml_reads():

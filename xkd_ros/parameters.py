@@ -37,7 +37,6 @@ __all__ = [
     "defaults",
     "is_ros_parameter",
     "item_type",
-    "launch_overrides",
     "leaves",
     "lidar_profile",
     "load_schema",
@@ -387,23 +386,6 @@ def read_param_file(path: str | Path, node: str = f"/{NODE_NAME}") -> dict[str, 
     if not matched:
         raise ParameterError(f"{where}: no parameters for node {node} (node keys: {list(map(str, data))})")
     return flat
-
-
-# ------------------------------------------------------------------ the launch file's arguments
-def launch_overrides(model_path: str = "", backend: str = "", use_sim_time: str = "") -> dict[str, Any]:
-    """The parameters segment.launch.py passes on top of its param_file: only the launch arguments the user
-    gave ("", their default, means not given), so the file's values stand otherwise."""
-    overrides: dict[str, Any] = {}
-    if model_path:
-        overrides["model_path"] = model_path
-    if backend:
-        overrides["backend"] = backend
-    if use_sim_time:
-        flag = use_sim_time.strip().lower()
-        if flag not in ("true", "false", "1", "0"):
-            raise ParameterError(f"launch argument use_sim_time: {use_sim_time!r} is not true or false")
-        overrides["use_sim_time"] = flag in ("true", "1")
-    return overrides
 
 
 # ------------------------------------------------------------------ the check command

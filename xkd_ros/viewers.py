@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -77,8 +78,8 @@ def image_topics_for(cameras: Sequence[str], template: str) -> dict[str, str]:
 def camera_info_topic(image_topic: str) -> str:
     """image_transport's convention: the CameraInfo of `<ns>/image_raw` (or `<ns>/image_raw/compressed`) is
     `<ns>/camera_info`."""
-    base = image_topic.removesuffix("/compressed")
-    return base.rsplit("/", 1)[0] + "/camera_info"
+    parent = posixpath.dirname(image_topic.removesuffix("/compressed"))
+    return posixpath.join(parent, "camera_info") if parent else "camera_info"
 
 
 def _qos(depth: int, reliable: bool, latched: bool = False) -> dict[str, Any]:
