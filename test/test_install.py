@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, copy_package
 
-PACKAGE_FILES = ["package.xml", "setup.py", "setup.cfg", "resource", "xkd_ros", "config", "launch", "models"]
 # rosdep keys of the Python libraries the code imports (ROS packages are keyed by their own name).
 ROSDEP_KEYS = {
     "numpy": "python3-numpy",
@@ -242,14 +240,7 @@ def test_the_runtime_tools_load_no_offline_module():
 def test_fresh_venv_without_extras_runs_the_parameter_check(tmp_path):
     """pip install of the package alone (no extras, pinned by constraints.txt; pip's cache makes it ~15 s
     after the first time), then the check the node makes at start-up, with no ROS in that venv."""
-    source = tmp_path / "xkd_ros"
-    source.mkdir()
-    for name in PACKAGE_FILES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(path, source / name)
+    source = copy_package(tmp_path / "xkd_ros")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"

@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, copy_package
 from node_peer import spin_until
 from ros2_stack import missing, with_stubs
 
-PACKAGE_FILES = ["package.xml", "setup.py", "setup.cfg", "resource", "xkd_ros", "config", "launch", "models"]
 CAMERAS = ("CAM_FRONT", "CAM_BACK")
 PERIOD = 0.4  # s between recorded scans: 4 of them span 1.2 s, so each loop's jump back resets the collector
 SCANS = 4
@@ -55,14 +54,7 @@ def workspace(tmp_path_factory) -> Path:
     """A colcon workspace holding a copy of the package (plus a probe launch file and model, to see that
     launch/ and models/ install whole), built once the way a user does."""
     root = tmp_path_factory.mktemp("ws")
-    source = root / "src/xkd_ros"
-    source.mkdir(parents=True)
-    for name in PACKAGE_FILES:
-        path = REPO / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.exists():
-            shutil.copy2(path, source / name)
+    source = copy_package(root / "src/xkd_ros")
     (source / "launch/probe.launch.py").write_text("# installed by data_files?\n")
     (source / "models/probe.onnx").write_bytes(b"\x08\x07")
     colcon = Path(sys.executable).parent / "colcon"

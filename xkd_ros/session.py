@@ -19,11 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_typestore
 
 from xkd_ros.data.messages import rgb_from_image
 from xkd_ros.data.render import label_text, render_bev, render_cameras
-from xkd_ros.geometry import Rig, invert_transform, project_points, transform_from_quaternion
+from xkd_ros.data.rosbag import TYPESTORE, add_static_transforms, transform_between
+from xkd_ros.geometry import Rig, project_points
 from xkd_ros.msgs import rig_from_camera_infos
 from xkd_ros.msgs.labeled_cloud import unpack_rgb
 from xkd_ros.msgs.point_cloud2 import PointCloud2Error, read_points
@@ -34,7 +34,6 @@ NS_PER_S = 1_000_000_000
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 TF_STATIC = "/tf_static"
-_TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
 
 class SessionError(ValueError):
@@ -78,27 +77,8 @@ def _tf_parents(reader: Reader, connections: list[Any]) -> dict[str, tuple[str, 
     if not connections:  # rosbags reads every topic for an empty list
         return parents
     for connection, _, raw in reader.messages(connections=connections):
-        for transform in _TYPESTORE.deserialize_cdr(raw, connection.msgtype).transforms:
-            t, q = transform.transform.translation, transform.transform.rotation
-            T = transform_from_quaternion([q.w, q.x, q.y, q.z], [t.x, t.y, t.z])
-            parents[transform.child_frame_id] = (transform.header.frame_id, T)
+        add_static_transforms(parents, TYPESTORE.deserialize_cdr(raw, connection.msgtype))
     return parents
-
-
-def _pose_in_root(parents: Mapping[str, tuple[str, np.ndarray]], frame: str) -> tuple[str, np.ndarray]:
-    T, seen = np.eye(4), set()
-    while frame in parents and frame not in seen:
-        seen.add(frame)
-        parent, T_parent_child = parents[frame]
-        T, frame = T_parent_child @ T, parent
-    return frame, T
-
-
-def _extrinsics(parents: Mapping[str, tuple[str, np.ndarray]], camera_frame: str, lidar_frame: str):
-    """T_cam_lidar through the static TF tree, or None where the two frames are not connected."""
-    camera_root, T_root_camera = _pose_in_root(parents, camera_frame)
-    lidar_root, T_root_lidar = _pose_in_root(parents, lidar_frame)
-    return invert_transform(T_root_camera) @ T_root_lidar if camera_root == lidar_root else None
 
 
 def read_labelled_scan(
@@ -120,7 +100,7 @@ def read_labelled_scan(
         if not -len(clouds) <= index < len(clouds):
             raise SessionError(f"{bag}: {cloud_topic}: no labelled cloud #{index} ({len(clouds)} recorded)")
         connection, _, raw = clouds[index]
-        cloud = _TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+        cloud = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
         try:
             points = read_points(cloud, ["x", "y", "z", "label", "rgb"])
         except PointCloud2Error as error:
@@ -143,17 +123,17 @@ def read_labelled_scan(
         for camera, (image_topic, info_topic) in cameras.items():
             nearest = None
             for conn, _, raw in reader.messages(connections=by_topic[image_topic]):
-                msg = _TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 if nearest is None or abs(_stamp(msg) - scan.stamp_ns) < abs(_stamp(nearest) - scan.stamp_ns):
                     nearest = msg
             if nearest is None:
                 continue
             scan.images[camera] = rgb_from_image(nearest)
             for conn, _, raw in reader.messages(connections=by_topic[info_topic]):
-                infos[camera] = _TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+                infos[camera] = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 break
             if camera in infos:
-                T = _extrinsics(parents, infos[camera].header.frame_id, scan.frame_id)
+                T = transform_between(parents, infos[camera].header.frame_id, scan.frame_id)
                 if T is not None:
                     extrinsics[camera] = T
     if scan.images and set(extrinsics) >= set(scan.images) and set(infos) >= set(scan.images):

@@ -65,7 +65,14 @@ from xkd_ros.geometry import (
 from xkd_ros.geometry.transforms import quaternion_from_rotation
 from xkd_ros.msgs import rig_from_camera_infos
 
-__all__ = ["BagTopics", "RosbagDataset", "RosbagError", "write_bag"]
+__all__ = [
+    "BagTopics",
+    "RosbagDataset",
+    "RosbagError",
+    "add_static_transforms",
+    "transform_between",
+    "write_bag",
+]
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 _MSG = TYPESTORE.types
@@ -361,7 +368,15 @@ def _nearest(stamps: np.ndarray, targets: np.ndarray, max_offset: int) -> np.nda
     return np.where(np.abs(stamps[best] - targets) <= max_offset, best, -1)
 
 
-def _transform_between(
+def add_static_transforms(parents: dict[str, tuple[str, np.ndarray]], message: Any) -> None:
+    """Add a deserialised tf2_msgs/TFMessage to a static TF tree: child frame -> (parent, T_parent_child)."""
+    for transform in message.transforms:
+        t, q = transform.transform.translation, transform.transform.rotation
+        T = transform_from_quaternion([q.w, q.x, q.y, q.z], [t.x, t.y, t.z])
+        parents[transform.child_frame_id] = (transform.header.frame_id, T)
+
+
+def transform_between(
     parents: Mapping[str, tuple[str, np.ndarray]], target: str, source: str
 ) -> np.ndarray | None:
     """T_target_source through the static TF tree (child -> (parent, T_parent_child)), or None if the two
@@ -578,10 +593,7 @@ class RosbagDataset(Sequence[Frame]):
                     info_topics[topic], TYPESTORE.deserialize_cdr(raw, connection.msgtype)
                 )
             elif topic == TF_STATIC:
-                for transform in TYPESTORE.deserialize_cdr(raw, connection.msgtype).transforms:
-                    t, q = transform.transform.translation, transform.transform.rotation
-                    T = transform_from_quaternion([q.w, q.x, q.y, q.z], [t.x, t.y, t.z])
-                    parents[transform.child_frame_id] = (transform.header.frame_id, T)
+                add_static_transforms(parents, TYPESTORE.deserialize_cdr(raw, connection.msgtype))
         self._check_counts(connections, counts)
         self._scans = np.array(sorted(scans), dtype=np.int64).reshape(-1, 2)
         self._labels = labels
@@ -622,7 +634,7 @@ class RosbagDataset(Sequence[Frame]):
                     f"and no rig (pass rig, or put {RIG_FILE} in the bag folder)"
                 )
             frame_id = camera_infos[name].header.frame_id
-            T = _transform_between(parents, frame_id, lidar_frame)
+            T = transform_between(parents, frame_id, lidar_frame)
             if T is None:
                 raise RosbagError(
                     f"{self.path}: camera {name}: {TF_STATIC} does not connect its frame {frame_id!r} to the "
