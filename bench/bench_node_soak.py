@@ -1,6 +1,6 @@
 """Soak benchmark of segment_node over DDS: end-to-end latency and the node's memory over time.
 
-Run: `.venv/bin/python bench/bench_node_soak.py [--seconds 300] [--rate 10] [--json out/soak.json]`.
+Run: `.venv/bin/python bench/bench_node_soak.py [--seconds 300] [--rate 10] [--record OUT] [--json F]`.
 Starts segment_node as xkd_ros/demo.py does (the ROS_DOMAIN_ID of the environment or one reserved for the
 run, loopback-only discovery, the large-data Fast DDS profile) but subscribed to raw rgb8 Images, waits
 until the node subscribes every input and this process is matched to its labelled clouds, and publishes the
@@ -12,23 +12,31 @@ latency p50 / p99, node RSS, and whether any scan queued behind another: the nod
 long each prepared scan waited for the inference thread, pipeline.overlap; at most one inference when
 nothing piles up) p99 / max, its "scans superseded before inference" counter (/diagnostics) grown in the
 window, and labelled clouds arriving older than one already labelled (out of order: never, with a queue of
-one). Overall also: the node's inference_ms and total_ms p50 / p99 (~/debug).
+one). Overall also: the node's inference_ms and total_ms p50 / p99 (~/debug), and the node's CPU seconds.
+
+`--record OUT` runs `xkd-record OUT -t <the node's inputs and everything it publishes>` beside the node during
+the soak (started before the soak, which waits until it subscribes to every topic; Ctrl-C at the end), so
+that a recorder's cost on the node is measured: the report adds the recording's size, its messages per topic
+and the recorder's CPU seconds and memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 from timing import write_json
 
 from xkd_ros.demo import NODE, node_command
-from xkd_ros.live import interrupt, joined, offered_qos
+from xkd_ros.live import NODE_OUTPUTS, interrupt, joined, offered_qos
 from xkd_ros.paths import config_path
 from xkd_ros.ros_env import domain_environment
 
@@ -42,6 +50,36 @@ NS_PER_S = 1_000_000_000
 # The node's ~/debug/<stage>_ms recorded (PointStamped: point.x in ms, the header the scan's).
 DEBUG_STAGES = ("queue", "inference", "total")
 SUPERSEDED = "scans superseded before inference"
+RECORDER = "xkd_record"  # the node name of xkd-record (xkd_ros.record)
+RECORDER_STOP_S = 120.0  # xkd-record writing its backlog and closing the bag
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def node_topics(cameras: list[str]) -> list[str]:
+    """The node's inputs as this benchmark publishes them and everything the node publishes."""
+    inputs = ["/lidar/points"]
+    inputs += [f"/cameras/{c}/{t}" for c in cameras for t in ("image_raw", "camera_info")]
+    return inputs + [t if t.startswith("/") else f"/{NODE}/{t}" for t in NODE_OUTPUTS]
+
+
+def recording_summary(out: Path) -> dict:
+    """The recording's size and its messages per topic (its metadata.yaml)."""
+    info = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    counts = {t["topic_metadata"]["name"]: t["message_count"] for t in info["topics_with_message_count"]}
+    return {
+        "path": str(out),
+        "size_mb": sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6,
+        "messages": info["message_count"],
+        "per_topic": counts,
+    }
 
 
 def rss_mb(pid: int) -> float | None:
@@ -86,9 +124,19 @@ def set_stamp(header, ns: int) -> None:
     header.stamp.sec, header.stamp.nanosec = divmod(ns, NS_PER_S)
 
 
-def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, rate: float) -> dict:
-    """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed to every input and this
-    process is matched to its labelled clouds; returns the records."""
+def soak(
+    env: dict[str, str],
+    node_pid: int,
+    frame,
+    messages,
+    seconds: float,
+    rate: float,
+    recorder_pid: int | None = None,
+    recorded: Sequence[str] = (),
+) -> dict:
+    """Publish the keyframe at `rate` Hz for `seconds` once the node has subscribed to every input, this
+    process is matched to its labelled clouds and the recorder (`recorder_pid`, if any) has subscribed to
+    every `recorded` topic; returns the records."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PointStamped
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -147,17 +195,30 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
         # The reliability the node offers (its qos.reliable): a reliable reader never matches best effort.
         output = node.create_subscription(PointCloud2, labelled, on_labelled, offered_qos(node, labelled, 5))
         discovered(lambda: output.get_publisher_count() >= 1, lambda: f"{labelled} not matched")
+        readers = 1 if recorder_pid is None else 2  # the node, and the recorder
         discovered(
-            lambda: all(p.get_subscription_count() >= 1 for p in publishers),
+            lambda: all(p.get_subscription_count() >= readers for p in publishers),
             lambda: (
-                "no subscriber on "
-                + ", ".join(p.topic_name for p in publishers if p.get_subscription_count() == 0)
+                f"fewer than {readers} subscriber(s) on "
+                + ", ".join(p.topic_name for p in publishers if p.get_subscription_count() < readers)
             ),
+        )
+
+        def unrecorded() -> list[str]:
+            return [
+                t
+                for t in recorded
+                if not any(i.node_name == RECORDER for i in node.get_subscriptions_info_by_topic(t))
+            ]
+
+        discovered(
+            lambda: not unrecorded(), lambda: f"xkd-record not subscribed to {', '.join(unrecorded())}"
         )
         waited = time.monotonic() - waited
         print(f"node discovered after {waited:.1f} s; soaking {seconds:.0f} s at {rate:g} Hz", flush=True)
 
         period = 1.0 / rate
+        cpu = {"node": cpu_seconds(node_pid), "recorder": cpu_seconds(recorder_pid) if recorder_pid else None}
         start = time.time()
         next_publish, next_rss = start, start
         end = start + seconds
@@ -193,7 +254,15 @@ def soak(env: dict[str, str], node_pid: int, frame, messages, seconds: float, ra
         value = rss_mb(node_pid)
         if value is not None:
             rss.append((time.time() - start, value))
+        cpu_s = {
+            who: (cpu_seconds(pid) or 0.0) - (cpu[who] or 0.0)
+            for who, pid in (("node", node_pid), ("recorder", recorder_pid))
+            if pid is not None
+        }
+        if recorder_pid is not None:
+            cpu_s["recorder_rss_mb"] = rss_mb(recorder_pid)
     return {
+        "cpu": cpu_s,
         "published": published,
         "arrived": arrived,
         "out_of_order": out_of_order,
@@ -261,6 +330,9 @@ def summarise(records: dict, seconds: float) -> dict:
         "rss_first_mb": memory[0] if memory else None,
         "rss_last_mb": memory[-1] if memory else None,
         "rss_max_mb": max(memory) if memory else None,
+        "node_cpu_s": records["cpu"]["node"],
+        "recorder_cpu_s": records["cpu"].get("recorder"),
+        "recorder_rss_mb": records["cpu"].get("recorder_rss_mb"),
     }
     node = {
         k: v
@@ -304,6 +376,14 @@ def print_report(summary: dict) -> None:
         f"labelled out of order {o['out_of_order']}"
     )
     print(
+        f"CPU seconds over the soak and its drain: node {fmt(o['node_cpu_s'], '.1f')}"
+        + (
+            ""
+            if o["recorder_cpu_s"] is None
+            else f", xkd-record {o['recorder_cpu_s']:.1f} (RSS {fmt(o['recorder_rss_mb'])} MB at the end)"
+        )
+    )
+    print(
         "node's own counts (/diagnostics): "
         + ", ".join(f"{k} {v}" for k, v in summary["node_counts"].items())
     )
@@ -321,7 +401,15 @@ def main() -> int:
         metavar="NAME:=VALUE",
         help="a segment_node parameter over the shipped ones, e.g. qos.depth:=5 (repeatable)",
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="OUT",
+        help="also run xkd-record OUT (a new bag folder) on the node's inputs and outputs during the soak",
+    )
     args = parser.parse_args()
+    if args.record is not None and args.record.exists():
+        parser.error(f"--record: {args.record} exists already; a recording goes to a new folder")
 
     from xkd_ros.data import load_keyframe
     from xkd_ros.data.messages import frame_to_messages
@@ -333,6 +421,8 @@ def main() -> int:
 
     log_path = ROOT / "out/bench_node_soak.node.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    recorded = node_topics(cameras) if args.record is not None else []
+    recorder_log = ROOT / "out/bench_node_soak.record.log"
     with domain_environment("bench_node_soak") as env, log_path.open("w") as log:
         node = subprocess.Popen(
             node_command(config_path("nuscenes.rig.yaml"), cameras, offsets, compressed=False)
@@ -342,13 +432,41 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+        recorder = None
         try:
-            records = soak(env, node.pid, frame, messages, args.seconds, args.rate)
+            if args.record is not None:
+                with recorder_log.open("w") as out:
+                    recorder = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "xkd-record"), str(args.record), "-t", *recorded],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                    )
+            records = soak(
+                env,
+                node.pid,
+                frame,
+                messages,
+                args.seconds,
+                args.rate,
+                recorder.pid if recorder is not None else None,
+                recorded,
+            )
         finally:
+            if recorder is not None:
+                interrupt(recorder, RECORDER_STOP_S)  # Ctrl-C: it writes what it holds and closes the bag
             interrupt(node)
     print(f"node log: {log_path}")
     summary = summarise(records, args.seconds)
     print_report(summary)
+    if args.record is not None:
+        summary["recording"] = recording_summary(args.record)
+        r = summary["recording"]
+        print(
+            f"recording {r['path']}: {r['size_mb']:.0f} MB, {r['messages']} messages (xkd-record's log: "
+            f"{recorder_log}); per topic: " + ", ".join(f"{t} {n}" for t, n in r["per_topic"].items())
+        )
     write_json(
         args.json,
         {
