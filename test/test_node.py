@@ -625,6 +625,13 @@ class Harness:
     def last_diagnostics(self) -> dict[str, str]:
         return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values} if self.diagnostics else {}
 
+    def fresh_diagnostics(self, timeout: float = 30.0) -> dict[str, str]:
+        """The node's counters as of now: the second /diagnostics message from here on (one a second; the
+        first may have been in flight), so none published before this call."""
+        seen = len(self.diagnostics)
+        self.spin_until(lambda: len(self.diagnostics) >= seen + 2, timeout, "two fresh /diagnostics messages")
+        return self.last_diagnostics()
+
 
 @pytest.fixture(scope="module")
 def harness(ros, node_process):
@@ -844,10 +851,16 @@ def test_sync_timeout_set_over_the_parameter_service_takes_effect(harness, param
 
     try:
         assert [r.successful for r in _set(harness, parameters, **{"sync.timeout": 10.0})] == [True]
+        # Counters from a message published after the first scan arrived: an older one (a stale
+        # "scans pending" from the test before) would make a wrong baseline.
+        received = int(harness.fresh_diagnostics()["scans received"])
         first = scan()
-        harness.spin_until(
-            lambda: harness.last_diagnostics().get("scans pending") == "1", 30, "the first scan pending"
-        )
+
+        def first_pending() -> bool:
+            values = harness.last_diagnostics()
+            return int(values["scans received"]) > received and values["scans pending"] == "1"
+
+        harness.spin_until(first_pending, 30, "the first scan received and pending")
         superseded = int(harness.last_diagnostics()["sync: scans_superseded"])
         assert [r.successful for r in _set(harness, parameters, **{"sync.timeout": 0.2})] == [True]
         second = scan()
