@@ -96,11 +96,12 @@ def run_node(
     log: Path,
     timeout: float | None = None,
     session: Path | None = None,
+    rviz_config: Path | None = None,
 ) -> LiveResult:
     """segment_node on the recording's rig, the recording replayed to it, what it published (recorded into
     `session` when given); the node's output goes to `log` (a file: a pipe nobody reads would stall a node
     that logs much)."""
-    with domain_environment("xkd-demo") as env, log.open("w") as out:
+    with domain_environment("xkd-demo", rviz_config) as env, log.open("w") as out:
         node = subprocess.Popen(
             node_command(recording.bag / "rig.yaml", cameras, offsets, depth=len(recording.stamps)),
             env=env,
@@ -147,12 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(f"recorded {len(drive)} scans, {len(cameras)} cameras -> {bag} ({seconds:.0f} s)", flush=True)
 
+    rig = Rig.load(bag / "rig.yaml")
+    write_viewers(rig, args.out)  # before the run: watch it with them
     node_log = args.out / "node.log"
     session = args.out / "session"
     if session.exists():
         shutil.rmtree(session)
     try:
-        result = run_node(Recording.from_bag(bag), cameras, offsets, node_log, args.timeout, session)
+        recording = Recording.from_bag(bag)
+        rviz = args.out / "segment.rviz"
+        result = run_node(recording, cameras, offsets, node_log, args.timeout, session, rviz)
     except (LiveError, RosEnvironmentError) as error:
         print(f"xkd-demo: error: {error}; the node's log: {node_log}", file=sys.stderr)
         return 1
@@ -177,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     label_text(bev[1], "segment_node output", origin=(8, 440))
     cv2.imwrite(str(args.out / "bev.png"), np.hstack(bev))
     cv2.imwrite(str(args.out / "frame.png"), render_frame(first))
-    rig = Rig.load(bag / "rig.yaml")
-    write_viewers(rig, args.out)
     try:  # what rviz would show, drawn from the recording read back
         scan = read_labelled_scan(session, f"/{NODE}", index=len(result.outputs) // 2, rig=rig)
     except SessionError as error:

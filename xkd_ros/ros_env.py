@@ -83,10 +83,12 @@ def ros_environment(
 
 
 @contextlib.contextmanager
-def domain_environment(announce: str | None = None) -> Iterator[dict[str, str]]:
+def domain_environment(
+    announce: str | None = None, rviz_config: Path | None = None
+) -> Iterator[dict[str, str]]:
     """The DDS environment for the processes of one run (`ros_environment`): on the user's ROS_DOMAIN_ID if
     one is set, else on one reserved for the block, so that two runs never share a domain. `announce` (a
-    program name) prints the domain, for watching the run in rviz."""
+    program name) prints the domain, for watching the run in rviz (with `rviz_config`, the run's config)."""
     given = os.environ.get("ROS_DOMAIN_ID", "").strip()
     with contextlib.ExitStack() as stack:
         if given:
@@ -106,7 +108,8 @@ def domain_environment(announce: str | None = None) -> Iterator[dict[str, str]]:
         if announce:
             print(
                 f"{announce}: ROS_DOMAIN_ID {domain_id} ({how}), discovery on this machine only; watch with "
-                f"ROS_DOMAIN_ID={domain_id} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rviz2",
+                f"ROS_DOMAIN_ID={domain_id} ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rviz2"
+                + (f" -d {rviz_config}" if rviz_config else ""),
                 flush=True,
             )
         yield env
