@@ -13,7 +13,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from xkd_ros.msgs.image import CvBridge, CvBridgeError, compressed_image_size
+from xkd_ros.msgs.image import CvBridge, CvBridgeError, compressed_image_size, cvtColorForDisplay, getCvType
 
 DATA = Path(__file__).parent / "data" / "nuscenes_demo"
 LITTLE = sys.byteorder == "little"
@@ -378,7 +378,7 @@ def test_empty_images(bridge: CvBridge, height: int, width: int, step: int) -> N
         (np.zeros((2, 2), np.uint16), "mono8", "mono8, but image has incompatible type 16UC1"),
         (np.zeros((2, 2), np.uint8), "mono9", "'mono9'"),
         (np.zeros((2, 2), np.int64), "passthrough", "int64"),
-        (np.zeros((2, 2, 5), np.uint8), "passthrough", "5 channels"),
+        (np.zeros((2, 2, 513), np.uint8), "passthrough", "513 channels"),
         (np.zeros(4, np.uint8), "passthrough", "shape"),
     ],
 )
@@ -449,6 +449,165 @@ def test_type_helpers(bridge: CvBridge) -> None:
         bridge.encoding_to_cvtype2("rgb9")
     with pytest.raises(CvBridgeError, match="12345"):
         bridge.cvtype2_to_dtype_with_channels(12345)
+
+
+DEPTHS = {"8U": np.uint8, "8S": np.int8, "16U": np.uint16, "16S": np.int16, "32S": np.int32}
+DEPTHS |= {"32F": np.float32, "64F": np.float64}
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("channels", [5, 7, 64, 512])
+def test_generic_encodings_round_trip_any_channel_count(bridge: CvBridge, depth: str, channels: int) -> None:
+    image = _random((3, 2, channels), DEPTHS[depth], seed=channels)
+    msg = bridge.cv2_to_imgmsg(image)
+    assert (msg.encoding, msg.step) == (f"{depth}C{channels}", 2 * channels * image.itemsize)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg), image)
+    named = bridge.cv2_to_imgmsg(image, f"{depth}C{channels}")
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(named, f"{depth}C{channels}"), image)
+    assert bridge.encoding_to_dtype_with_channels(msg.encoding) == (np.dtype(DEPTHS[depth]).name, channels)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_bare_depth_is_one_channel(bridge: CvBridge, depth: str) -> None:
+    image = _random((3, 4), DEPTHS[depth])
+    msg = bridge.cv2_to_imgmsg(image, depth)
+    assert msg.encoding == depth
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg), image)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg, f"{depth}C1"), image)
+    with pytest.raises(CvBridgeError, match=f"{depth}, but image has incompatible type"):
+        bridge.cv2_to_imgmsg(np.dstack([image, image]), depth)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_getcvtype_is_opencvs_cv_maketype(depth: str) -> None:
+    code = getattr(cv2, f"CV_{depth}")
+    for channels in (1, 2, 3, 4, 5, 9, 100, 512):
+        assert getCvType(f"{depth}C{channels}") == cv2.CV_MAKETYPE(code, channels)
+    assert getCvType(depth) == cv2.CV_MAKETYPE(code, 1) == getattr(cv2, f"CV_{depth}C1")
+    assert getCvType(f"{depth}C007") == cv2.CV_MAKETYPE(code, 7)  # cv_bridge reads the number with atoi
+    bridge = CvBridge()
+    for channels in (1, 5, 512):
+        expected = (np.dtype(DEPTHS[depth]).name, channels)
+        assert bridge.cvtype2_to_dtype_with_channels(cv2.CV_MAKETYPE(code, channels)) == expected
+
+
+def test_getcvtype_of_named_encodings() -> None:
+    assert getCvType("bgr8") == getCvType("rgb8") == cv2.CV_8UC3
+    assert getCvType("rgba16") == cv2.CV_16UC4
+    assert getCvType("mono16") == getCvType("bayer_rggb16") == cv2.CV_16UC1
+    assert getCvType("yuv422") == cv2.CV_8UC2
+
+
+@pytest.mark.parametrize(
+    "encoding", ["8UC0", "8UC513", "8UC1000", "8UC", "8uc3", "16FC1", "8UC3 ", "rgb9", ""]
+)
+def test_unknown_encodings_raise_as_in_cv_bridge(bridge: CvBridge, encoding: str) -> None:
+    with pytest.raises(RuntimeError, match="Unrecognized image encoding"):
+        getCvType(encoding)
+    with pytest.raises(CvBridgeError, match="Unrecognized image encoding"):
+        bridge.encoding_to_cvtype2(encoding)
+    with pytest.raises(CvBridgeError, match="Image field `encoding`"):
+        bridge.imgmsg_to_cv2(_msg(encoding, 1, 1, 1, b"\0"))
+
+
+def test_getcvtype_of_a_non_string_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="int"):
+        getCvType(16)
+
+
+def test_generic_depth_conversion_keeps_channels_and_scales_8_to_16_bits(bridge: CvBridge) -> None:
+    image = _random((2, 3, 5), np.uint8)
+    msg = bridge.cv2_to_imgmsg(image)
+    np.testing.assert_array_equal(bridge.imgmsg_to_cv2(msg, "16UC5"), image.astype(np.uint16) * 257)
+    as_float = bridge.imgmsg_to_cv2(msg, "32FC5")
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, image)
+    with pytest.raises(CvBridgeError, match="same number of channels"):
+        bridge.imgmsg_to_cv2(msg, "8UC4")
+    with pytest.raises(CvBridgeError, match="not a color format"):
+        bridge.imgmsg_to_cv2(msg, "bgr8")
+
+
+def test_converted_image_holds_no_hidden_reference(bridge: CvBridge) -> None:
+    """cv_bridge's enumerants test: the converted array is the caller's alone (getrefcount counts its arg)."""
+    msg = _msg("rgba8", 4, 5, 20, bytes(range(80)))
+    converted = bridge.imgmsg_to_cv2(msg, "rgb8")
+    assert sys.getrefcount(converted) == 2
+    assert converted.base is None
+
+
+def test_cv_bridge_lookup_tables(bridge: CvBridge) -> None:
+    assert bridge.cvtype_to_name[cv2.CV_16SC3] == "16SC3"
+    assert len(bridge.cvtype_to_name) == 28
+    assert bridge.cvdepth_to_numpy_depth[cv2.CV_32F] == "float32"
+    assert bridge.numpy_type_to_cvtype["uint8"] == "8U"
+    assert bridge.numpy_type_to_cvtype["8U"] == "uint8"
+
+
+def test_display_colours_label_images_with_cv_bridges_table() -> None:
+    """Expected values are cv_bridge's rgb_colors.cpp entries x 255, truncated, in BGR order."""
+    labels = np.array([[0, 9, 146], [-1, 110, 123], [-147, 145, 292]])
+    shown = cvtColorForDisplay(labels, "32SC1", "")  # int64 read as 32SC1, as cv_bridge's binding casts
+    assert shown.dtype == np.uint8
+    assert shown.shape == (3, 3, 3)
+    # aliceblue, blue, 146 wraps to 0; -1 the background; palevioletred and sandybrown as cv_bridge has them;
+    # a negative label has no colour; yellowgreen (0.604, 0.804, 0.196)
+    assert shown.tolist() == [
+        [[255, 248, 239], [255, 0, 0], [255, 248, 239]],
+        [[0, 0, 0], [237, 237, 174], [95, 163, 249]],
+        [[0, 0, 0], [49, 205, 154], [255, 248, 239]],
+    ]
+    np.testing.assert_array_equal(cvtColorForDisplay(labels.astype(np.int32), "32SC1", "bgr8"), shown)
+
+
+def test_display_dynamic_scaling_maps_min_max_to_0_255() -> None:
+    depth = np.array([[0, 1000], [2000, 4000]], np.uint16)
+    assert cvtColorForDisplay(depth, "16UC1", "mono8", True).tolist() == [[0, 64], [128, 255]]
+    grey = cvtColorForDisplay(depth, "16UC1", "", False, 0.0, 2000.0)  # fixed range; beyond it saturates
+    np.testing.assert_array_equal(
+        grey, np.repeat(np.array([[0, 128], [255, 255]], np.uint8)[..., None], 3, 2)
+    )
+    flat = cvtColorForDisplay(np.full((2, 3), 7, np.uint16), "16UC1", "mono8", True)
+    np.testing.assert_array_equal(flat, np.full((2, 3, 3), 128, np.uint8))  # cv_bridge: mid-grey, 3 channels
+
+
+def test_display_colormap_blacks_out_nan() -> None:
+    depth = np.array([[0.5, np.nan], [1.5, 2.5]], np.float32)
+    shown = cvtColorForDisplay(depth, "32FC1", "bgr8", True, colormap=cv2.COLORMAP_JET)
+    scaled = np.array([[0, 0], [128, 255]], np.uint8)  # 0.5..2.5 -> 0..255; NaN reads 0 before it is blacked
+    expected = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
+    expected[0, 1] = 0
+    np.testing.assert_array_equal(shown, expected)
+
+
+def test_display_converts_colour_and_keeps_what_needs_nothing() -> None:
+    image = _random((2, 3, 3), np.uint8)
+    assert cvtColorForDisplay(image, "bgr8", "") is image
+    np.testing.assert_array_equal(cvtColorForDisplay(image, "bgr8", "rgb8"), image[..., ::-1])
+    mono16 = np.array([[0, 65535]], np.uint16)
+    assert cvtColorForDisplay(mono16, "16UC1", "").tolist() == [[[0, 0, 0], [255, 255, 255]]]
+
+
+@pytest.mark.parametrize(
+    ("source", "encoding_in", "encoding_out", "words"),
+    [
+        (np.zeros((2, 2), np.float32), "32FC1", "", "is not a color format"),  # cv_bridge needs scaling here
+        (np.zeros((2, 2), np.float64), "64FC1", "", "cannot be guessed"),
+        (np.zeros((2, 2), np.uint16), "16UC1", "mono16", "none of mono8"),
+        (np.zeros((2, 2), np.uint16), "mono8", "", "source is 16UC1 but encoding_in 'mono8' is 8UC1"),
+        (np.zeros((2, 2, 3), np.uint8), "bgr8", "", "2-channel|3-channel"),
+        (np.zeros((2, 2), np.uint8), "rgb9", "", "'rgb9'"),
+    ],
+)
+def test_display_errors_are_runtime_errors_as_in_cv_bridge(source, encoding_in, encoding_out, words) -> None:
+    scaling = source.ndim == 3
+    with pytest.raises(RuntimeError, match=words):
+        cvtColorForDisplay(source, encoding_in, encoding_out, scaling)
+
+
+def test_display_of_a_non_array_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        cvtColorForDisplay([[1, 2]], "mono8", "")
 
 
 @pytest.mark.parametrize(("extension", "kind"), [(".jpg", "jpeg"), (".png", "png")])

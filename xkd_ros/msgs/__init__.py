@@ -9,7 +9,7 @@ from xkd_ros.msgs.camera_info import (
     intrinsics_to_camera_info,
     rig_from_camera_infos,
 )
-from xkd_ros.msgs.image import CvBridge, CvBridgeError, compressed_image_size
+from xkd_ros.msgs.image import CvBridge, CvBridgeError, compressed_image_size, cvtColorForDisplay, getCvType
 from xkd_ros.msgs.labeled_cloud import LABELED_CLOUD_FIELDS, create_labeled_cloud, pack_rgb, unpack_rgb
 from xkd_ros.msgs.point_cloud2 import (
     PointCloud2Error,
@@ -31,7 +31,9 @@ __all__ = [
     "create_cloud",
     "create_cloud_xyz32",
     "create_labeled_cloud",
+    "cvtColorForDisplay",
     "dtype_from_fields",
+    "getCvType",
     "intrinsics_to_camera_info",
     "pack_rgb",
     "read_points",

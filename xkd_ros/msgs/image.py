@@ -1,6 +1,7 @@
 """Conversions between sensor_msgs Image / CompressedImage and numpy arrays.
 
-Mirrors the Python API of ROS's cv_bridge (``CvBridge``, ``CvBridgeError``, same method names,
+Mirrors the Python API of ROS's cv_bridge (``CvBridge``, ``CvBridgeError``, ``getCvType``,
+``cvtColorForDisplay``: what ``import cv_bridge`` offers; same method names,
 arguments and conversion rules, ported from cv_bridge.cpp), because cv_bridge ships no wheel and code
 written against it should run unchanged. Messages are duck-typed, so rosbags messages work as well as
 rclpy ones; created messages are real ``sensor_msgs.msg`` messages.
@@ -8,8 +9,10 @@ rclpy ones; created messages are real ``sensor_msgs.msg`` messages.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 import cv2
@@ -25,6 +28,8 @@ __all__ = [
     "ImageLike",
     "check_png_chunks",
     "compressed_image_size",
+    "cvtColorForDisplay",
+    "getCvType",
 ]
 
 
@@ -73,13 +78,19 @@ _DEPTHS: dict[str, np.dtype] = {
     )
 }
 _DEPTH_OF_DTYPE: dict[str, str] = {dtype.name: name for name, dtype in _DEPTHS.items()}
+# The cv2.CV_* depth codes of the installed OpenCV (OpenCV 5 numbers types unlike 4: never hard-coded).
+_CV_DEPTHS: dict[str, int] = {name: getattr(cv2, f"CV_{name}") for name in _DEPTHS}
+_DEPTH_OF_CV_DEPTH: dict[int, str] = {code: name for name, code in _CV_DEPTHS.items()}
+_CN_MAX = 512  # OpenCV's CV_CN_MAX: the most channels a Mat can have
+_CN_SHIFT = cv2.CV_8UC2.bit_length() - 1  # CV_MAKETYPE(depth, n) = depth + ((n - 1) << _CN_SHIFT)
+# cv_bridge's generic encodings, "8UC<n>" for any n, and the bare depth "8U" (= "8UC1"). Leading zeros are
+# allowed as cv_bridge's atoi reads them; at most three digits remain, so a huge n is no int() to parse.
+_GENERIC = re.compile(r"(8U|8S|16U|16S|32S|32F|64F)(?:C0*([0-9]{1,3}))?")
 
-# cv_bridge's "8UC3"-style names (used for passthrough) and the cv2.CV_* codes of the installed OpenCV.
+# The common generic names, looked up without the regex (passthrough produces them).
 _ENCODINGS: dict[str, _Encoding] = {
     f"{depth}C{n}": _Encoding(dtype, n, None) for depth, dtype in _DEPTHS.items() for n in (1, 2, 3, 4)
 }
-_CV_TYPES: dict[str, int] = {name: getattr(cv2, f"CV_{name}") for name in _ENCODINGS}
-_CV_TYPE_NAMES: dict[int, str] = {code: name for name, code in _CV_TYPES.items()}
 
 # The other sensor_msgs/image_encodings.hpp names.
 _ENCODINGS.update(
@@ -139,15 +150,49 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PASSTHROUGH = ("passthrough", "")  # cv_bridge treats an empty desired encoding as "keep it"
 
 
-def _lookup(encoding: str, where: str) -> _Encoding:
-    try:
-        return _ENCODINGS[encoding]
-    except (KeyError, TypeError):  # TypeError: not even a string (hand-made messages are not type-checked)
-        raise CvBridgeError(f"Unrecognized image encoding {encoding!r} in {where}") from None
+def _parse(encoding: Any) -> _Encoding | None:
+    """The encoding a name stands for, as cv_bridge's getCvType reads it; None for an unknown name."""
+    if not isinstance(encoding, str):  # hand-made messages are not type-checked
+        return None
+    known = _ENCODINGS.get(encoding)
+    if known is not None:
+        return known
+    match = _GENERIC.fullmatch(encoding)
+    if match is None:
+        return None
+    channels = int(match[2] or 1)
+    if not 1 <= channels <= _CN_MAX:
+        return None
+    return _Encoding(_DEPTHS[match[1]], channels, None)
+
+
+def _lookup(encoding: Any, where: str) -> _Encoding:
+    parsed = _parse(encoding)
+    if parsed is None:
+        raise CvBridgeError(f"Unrecognized image encoding {encoding!r} in {where}")
+    return parsed
 
 
 def _type_name(encoding: _Encoding) -> str:
     return f"{_DEPTH_OF_DTYPE[encoding.dtype.name]}C{encoding.channels}"
+
+
+def _cv_type(encoding: _Encoding) -> int:
+    return cv2.CV_MAKETYPE(_CV_DEPTHS[_DEPTH_OF_DTYPE[encoding.dtype.name]], encoding.channels)
+
+
+def getCvType(encoding: str) -> int:  # noqa: N802 (cv_bridge's name)
+    """cv_bridge.getCvType: the cv2.CV_* type of an encoding: "bgr8" -> CV_8UC3, "8U" -> CV_8UC1, "32FC5".
+
+    Raises RuntimeError for an unknown encoding and TypeError for a non-string, as cv_bridge's binding does
+    (CvBridge.encoding_to_cvtype2 raises CvBridgeError instead, as there).
+    """
+    if not isinstance(encoding, str):
+        raise TypeError(f"getCvType takes an encoding string, not {type(encoding).__name__}")
+    parsed = _parse(encoding)
+    if parsed is None:
+        raise RuntimeError(f"Unrecognized image encoding [{encoding}]")
+    return _cv_type(parsed)
 
 
 def _byte_view(data: Any, where: str) -> np.ndarray:
@@ -266,7 +311,7 @@ def _convert(image: np.ndarray, src_name: str, dst_name: str) -> np.ndarray:
     """cv_bridge.cpp toCvCopyImpl(): colour conversion, then depth conversion where needed."""
     if dst_name == src_name:  # cv_bridge copies here; passthrough semantics make the copy needless
         return image
-    src = _ENCODINGS[src_name]
+    src = _lookup(src_name, "encoding")
     dst = _lookup(dst_name, "desired_encoding")
     code = _conversion_code(src_name, src, dst_name, dst)
     if image.size == 0:  # cvtColor rejects empty input; the result is empty whatever the conversion
@@ -346,6 +391,117 @@ def _sized(kind: str, width: int, height: int) -> tuple[str, int, int]:
     return kind, width, height
 
 
+# cv_bridge's label colours (rgb_colors.cpp): the CSS named colours in alphabetical order, each channel kept
+# there to three significant digits of value/255, which int(value * 255) then truncates. Two entries keep
+# cv_bridge's departures from the standard: palevioletred holds paleturquoise's value, sandybrown's red is fa.
+_LABEL_COLOURS = """
+f0f8ff faebd7 00ffff 7fffd4 f0ffff f5f5dc ffe4c4 000000 ffebcd 0000ff 8a2be2 a52a2a deb887 5f9ea0 7fff00
+d2691e ff7f50 6495ed fff8dc dc143c 00ffff 00008b 008b8b b8860b a9a9a9 006400 a9a9a9 bdb76b 8b008b 556b2f
+ff8c00 9932cc 8b0000 e9967a 8fbc8f 483d8b 2f4f4f 2f4f4f 00ced1 9400d3 ff1493 00bfff 696969 696969 1e90ff
+b22222 fffaf0 228b22 ff00ff dcdcdc f8f8ff ffd700 daa520 808080 008000 adff2f 808080 f0fff0 ff69b4 cd5c5c
+4b0082 fffff0 f0e68c e6e6fa fff0f5 7cfc00 fffacd add8e6 f08080 e0ffff fafad2 d3d3d3 90ee90 d3d3d3 ffb6c1
+ffa07a 20b2aa 87cefa 778899 778899 b0c4de ffffe0 00ff00 32cd32 faf0e6 ff00ff 800000 66cdaa 0000cd ba55d3
+9370db 3cb371 7b68ee 00fa9a 48d1cc c71585 191970 f5fffa ffe4e1 ffe4b5 ffdead 000080 fdf5e6 808000 6b8e23
+ffa500 ff4500 da70d6 eee8aa 98fb98 afeeee ffefd5 ffdab9 cd853f ffc0cb dda0dd b0e0e6 800080 ff0000 bc8f8f
+4169e1 8b4513 fa8072 faa460 2e8b57 fff5ee a0522d c0c0c0 87ceeb 6a5acd 708090 708090 fffafa 00ff7f 4682b4
+d2b48c 008080 d8bfd8 ff6347 40e0d0 ee82ee f5deb3 ffffff f5f5f5 ffff00 9acd32
+"""
+_LABEL_BGR = np.array(
+    [
+        [int(float(f"{c / 255:.3g}") * 255) for c in reversed(bytes.fromhex(rgb))]
+        for rgb in _LABEL_COLOURS.split()
+    ],
+    np.uint8,
+)
+_DISPLAY_ENCODINGS = ("mono8", "rgb8", "bgr8", "rgba8", "bgra8")
+
+
+def _display_error(message: str) -> RuntimeError:
+    return RuntimeError(f"cvtColorForDisplay: {message}")
+
+
+def _scaled_for_display(source: np.ndarray, low: float, high: float) -> np.ndarray:
+    """cv_bridge's Mat(source - low).convertTo(CV_8U, 255 / (high - low)): the shift saturates in its type."""
+    if source.dtype.kind == "f":
+        shifted = source - source.dtype.type(low)
+    else:
+        info = np.iinfo(source.dtype)
+        shifted = np.clip(np.rint(source - low), info.min, info.max).astype(source.dtype)
+    return _convert_to(shifted, np.dtype(np.uint8), 255.0 / (high - low))
+
+
+def cvtColorForDisplay(  # noqa: N802 (cv_bridge's name)
+    source: np.ndarray,
+    encoding_in: str,
+    encoding_out: str = "",
+    do_dynamic_scaling: bool = False,
+    min_image_value: float = 0.0,
+    max_image_value: float = 0.0,
+    colormap: int = -1,
+) -> np.ndarray:
+    """cv_bridge.cvtColorForDisplay: an image made viewable as mono8, rgb8, bgr8, rgba8 or bgra8.
+
+    With cv_bridge's rules: an empty encoding_out means bgr8 (1 channel of 8, 16 or 32 bits, or more channels
+    of 8 or 16); a 32SC1 image to bgr8 is a label image, one colour per label (cv_bridge's table, negative
+    labels black); do_dynamic_scaling maps the image's min..max to 0..255 (a constant image gives a mid-grey
+    3-channel image) and so does min_image_value != max_image_value, coloured by the cv2.COLORMAP_* colormap
+    when given (NaN pixels of a 32FC1 image black); anything else is converted as imgmsg_to_cv2 converts
+    (16UC1 read as mono16), and returned as is where nothing changes. Raises RuntimeError where cv_bridge's
+    binding does, and CvBridgeError (a TypeError) for a source that is no numpy array.
+    """
+    source = _require_array(source)
+    if source.dtype in (np.int64, np.uint64):  # cv_bridge's binding casts these to CV_32S too
+        source = source.astype(np.int32)
+    src = _parse(encoding_in)
+    if src is None:
+        raise _display_error(f"unrecognized image encoding_in {encoding_in!r}")
+    channels = source.shape[2] if source.ndim == 3 else 1
+    if source.ndim not in (2, 3) or _DEPTH_OF_DTYPE.get(source.dtype.name) is None:
+        raise _display_error(f"source of shape {source.shape} and type {source.dtype} is no image")
+    if (source.dtype, channels) != (src.dtype, src.channels):
+        raise _display_error(
+            f"source is {_DEPTH_OF_DTYPE[source.dtype.name]}C{channels} but encoding_in {encoding_in!r} is "
+            f"{_type_name(src)}"
+        )
+    bits = 8 * src.dtype.itemsize
+    encoding = encoding_out
+    if not encoding:
+        if bits not in ((8, 16, 32) if channels == 1 else (8, 16)):
+            raise _display_error(f"encoding_out is empty and cannot be guessed for {encoding_in!r}")
+        encoding = "bgr8"
+    elif encoding not in _DISPLAY_ENCODINGS:
+        raise _display_error(f"encoding_out {encoding!r} is none of {', '.join(_DISPLAY_ENCODINGS)}")
+
+    if encoding == "bgr8" and encoding_in == "32SC1":
+        labels = source.reshape(source.shape[:2])
+        coloured = _LABEL_BGR[labels % len(_LABEL_BGR)]
+        coloured[labels < 0] = 0  # C's % keeps the sign: no colour, and the background label -1 is black
+        return coloured
+
+    low, high = float(min_image_value), float(max_image_value)
+    if (do_dynamic_scaling or low != high) and channels != 1:
+        raise _display_error(f"scaling a {channels}-channel image is unsupported")
+    if do_dynamic_scaling:
+        if source.size == 0:
+            raise _display_error("dynamic scaling of an empty image")
+        low, high, _, _ = cv2.minMaxLoc(source)
+        if low == high:
+            return np.full((*source.shape[:2], 3), 128, np.uint8)
+    try:
+        if low != high:
+            scaled = _scaled_for_display(source, low, high)
+            if colormap == -1:
+                return _convert(scaled, "mono8", encoding)
+            coloured = cv2.applyColorMap(scaled, colormap)
+            if encoding_in == "32FC1":
+                coloured[np.isnan(source.reshape(source.shape[:2]))] = 0
+            return _convert(coloured, "bgr8", encoding)
+        typed = "mono16" if encoding_in == "16UC1" else encoding_in
+        return source if typed == encoding else _convert(source, typed, encoding)
+    except (CvBridgeError, cv2.error) as error:
+        raise _display_error(f"converting {encoding_in!r} to {encoding!r} failed: {error}") from None
+
+
 def check_png_chunks(data: np.ndarray) -> None:
     """CvBridgeError if `data` is a PNG with a chunk that declares more bytes than follow it.
 
@@ -372,9 +528,19 @@ def check_png_chunks(data: np.ndarray) -> None:
 class CvBridge:
     """Drop-in replacement for cv_bridge.CvBridge."""
 
+    # cv_bridge's public lookup tables (instance attributes there, read-only here): code written against them
+    # keeps working.
+    cvtype_to_name = MappingProxyType(
+        {getattr(cv2, f"CV_{depth}C{n}"): f"{depth}C{n}" for depth in _DEPTHS for n in (1, 2, 3, 4)}
+    )
+    cvdepth_to_numpy_depth = MappingProxyType({code: _DEPTHS[name].name for name, code in _CV_DEPTHS.items()})
+    numpy_type_to_cvtype = MappingProxyType(
+        _DEPTH_OF_DTYPE | {name: dtype.name for name, dtype in _DEPTHS.items()}
+    )
+
     def encoding_to_cvtype2(self, encoding: str) -> int:
-        """The cv2.CV_* type code of an encoding, e.g. "bgr8" -> cv2.CV_8UC3."""
-        return _CV_TYPES[_type_name(_lookup(encoding, "encoding"))]
+        """The cv2.CV_* type code of an encoding, e.g. "bgr8" -> cv2.CV_8UC3: getCvType with CvBridgeError."""
+        return _cv_type(_lookup(encoding, "encoding"))
 
     def encoding_to_dtype_with_channels(self, encoding: str) -> tuple[str, int]:
         """The numpy dtype name and channel count of an encoding, e.g. "bgr8" -> ("uint8", 3)."""
@@ -382,21 +548,27 @@ class CvBridge:
         return enc.dtype.name, enc.channels
 
     def cvtype2_to_dtype_with_channels(self, cvtype: int) -> tuple[str, int]:
-        """The numpy dtype name and channel count of a cv2.CV_* type code."""
-        try:
-            return self.encoding_to_dtype_with_channels(_CV_TYPE_NAMES[cvtype])
-        except KeyError:
-            raise CvBridgeError(f"Unsupported OpenCV type code {cvtype}") from None
+        """The numpy dtype name and channel count of a cv2.CV_* type code (CV_MAT_DEPTH, CV_MAT_CN)."""
+        code = whole_number(cvtype)
+        depth = None if code is None else _DEPTH_OF_CV_DEPTH.get(code & ((1 << _CN_SHIFT) - 1))
+        channels = 0 if code is None else (code >> _CN_SHIFT) + 1
+        if depth is None or channels > _CN_MAX:
+            raise CvBridgeError(
+                f"Unsupported OpenCV type code {cvtype!r}: not 1 to {_CN_MAX} channels of "
+                f"{', '.join(_CV_DEPTHS)}"
+            )
+        return _DEPTHS[depth].name, channels
 
     def dtype_with_channels_to_cvtype2(self, dtype: np.dtype, n_channels: int) -> str:
         """The cv_bridge type name ("8UC3") of a dtype and channel count; also the passthrough encoding."""
         depth = _DEPTH_OF_DTYPE.get(np.dtype(dtype).name)
-        if depth is None or f"{depth}C{n_channels}" not in _CV_TYPES:
+        channels = whole_number(n_channels)
+        if depth is None or channels is None or not 1 <= channels <= _CN_MAX:
             raise CvBridgeError(
                 f"No image encoding for {n_channels} channels of {np.dtype(dtype)}; "
-                f"supported: 1 to 4 channels of {', '.join(_DEPTH_OF_DTYPE)}"
+                f"supported: 1 to {_CN_MAX} channels of {', '.join(_DEPTH_OF_DTYPE)}"
             )
-        return f"{depth}C{n_channels}"
+        return f"{depth}C{channels}"
 
     def imgmsg_to_cv2(self, img_msg: ImageLike, desired_encoding: str = "passthrough") -> np.ndarray:
         """Image message -> array of shape (height, width[, channels]) in desired_encoding.
