@@ -414,17 +414,25 @@ def ros2_until(shell: dict[str, str], ok: Callable[[str], bool], *args: str) -> 
 def test_ros2_node_list_and_info_show_the_node_and_its_remapped_topics(session):
     listed = ros2_until(session.shell, lambda out: "/segment" in out.split(), "node", "list", "--no-daemon")
     assert "/segment" in listed.stdout.split(), listed.stdout
-    info = ros2_until(
-        session.shell, lambda out: "Subscribers:" in out, "node", "info", "/segment", "--no-daemon"
-    )
+    expected = [
+        "/my/points: sensor_msgs/msg/PointCloud2",
+        *(f"/my/{camera}/image_raw/compressed: sensor_msgs/msg/CompressedImage" for camera in CAMERAS),
+        *(f"/my/{camera}/camera_info: sensor_msgs/msg/CameraInfo" for camera in CAMERAS),
+    ]
+    published = f"{OUTPUT}: sensor_msgs/msg/PointCloud2"
+
+    def discovered(out: str) -> bool:
+        """A fresh participant (--no-daemon) may list the node before it has discovered all its endpoints:
+        ask again until every one is there (the assertions below say which is not)."""
+        return "Publishers:" in out and all(line in out for line in [*expected, published])
+
+    info = ros2_until(session.shell, discovered, "node", "info", "/segment", "--no-daemon")
     assert info.returncode == 0, info.stdout
     subscribers = info.stdout.split("Subscribers:")[1].split("Publishers:")[0]
-    assert "/my/points: sensor_msgs/msg/PointCloud2" in subscribers
-    for camera in CAMERAS:
-        assert f"/my/{camera}/image_raw/compressed: sensor_msgs/msg/CompressedImage" in subscribers
-        assert f"/my/{camera}/camera_info: sensor_msgs/msg/CameraInfo" in subscribers
+    for line in expected:
+        assert line in subscribers, info.stdout
     assert "/segment/input" not in subscribers
-    assert f"{OUTPUT}: sensor_msgs/msg/PointCloud2" in info.stdout.split("Publishers:")[1]
+    assert published in info.stdout.split("Publishers:")[1]
 
 
 def _param(session: Session, verb: str, *args: str) -> str:
