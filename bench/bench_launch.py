@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from timing import write_json
 
+from xkd_ros.data.messages import header_ns
 from xkd_ros.live import joined
 from xkd_ros.ros_env import domain_environment
 
@@ -225,18 +226,23 @@ def ros2(shell: dict[str, str], *args: str, spin: Callable[[], None] | None = No
         stderr=subprocess.STDOUT,
         text=True,
     )
-    while process.poll() is None:  # its output is a line or two: the pipe never fills
-        if time.perf_counter() - started > CLI_S:
-            process.kill()
-            process.wait()
-            raise BenchError(f"ros2 {' '.join(args)}: no answer in {CLI_S:.0f} s")
+    try:
         if spin is None:
-            time.sleep(POLL_S)  # polling a process, not waiting on the graph
+            output, _ = process.communicate(timeout=CLI_S)
         else:
-            spin()
+            while process.poll() is None:  # its output is a line or two: the pipe never fills
+                if time.perf_counter() - started > CLI_S:
+                    raise subprocess.TimeoutExpired(process.args, CLI_S)
+                spin()
+            output = process.stdout.read()
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise BenchError(f"ros2 {' '.join(args)}: no answer in {CLI_S:.0f} s") from None
+    finally:
+        process.stdout.close()
     seconds = time.perf_counter() - started
-    output = process.stdout.read().strip()
-    process.stdout.close()
+    output = output.strip()
     if process.returncode != 0:
         raise BenchError(f"ros2 {' '.join(args)} failed: {output}")
     return seconds, output
@@ -276,15 +282,11 @@ class Listener:
         self.diagnostics: dict[str, str] = {}  # the node's last /diagnostics values: its own counts
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
-    @staticmethod
-    def _stamp(msg) -> int:
-        return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-
     def _on_cloud(self, msg) -> None:
-        self.clouds.append((time.monotonic(), self._stamp(msg)))
+        self.clouds.append((time.monotonic(), header_ns(msg.header)))
 
     def _on_total(self, msg) -> None:
-        self.total_ms[self._stamp(msg)] = msg.point.x
+        self.total_ms[header_ns(msg.header)] = msg.point.x
 
     def _on_diagnostics(self, msg) -> None:
         self.diagnostics.update({kv.key: kv.value for kv in msg.status[0].values})

@@ -251,10 +251,6 @@ def interrupt(process: subprocess.Popen, timeout: float = 15.0) -> None:
         process.wait()
 
 
-def _stamp(msg: Any) -> int:
-    return msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
-
-
 class _Waiter:
     """Spins the executor until a condition holds, failing with a sentence when a process it depends on
     exits or a deadline passes."""
@@ -296,6 +292,7 @@ def run_live(
     from geometry_msgs.msg import PointStamped
     from sensor_msgs.msg import PointCloud2
 
+    from xkd_ros.data.messages import header_ns
     from xkd_ros.msgs import read_points
 
     result = LiveResult(recording)
@@ -309,13 +306,13 @@ def run_live(
         required = list(dict.fromkeys(required))
 
     def on_output(msg: Any) -> None:
-        result.outputs[_stamp(msg)] = read_points(msg, ["label"])["label"].copy()
+        result.outputs[header_ns(msg.header)] = read_points(msg, ["label"])["label"].copy()
 
     def on_truth(msg: Any) -> None:
-        result.truth[_stamp(msg)] = read_points(msg, ["label"])["label"].copy()
+        result.truth[header_ns(msg.header)] = read_points(msg, ["label"])["label"].copy()
 
     def on_total(msg: Any) -> None:
-        result.totals[_stamp(msg)] = float(msg.point.x)
+        result.totals[header_ns(msg.header)] = float(msg.point.x)
 
     with joined(env, "xkd_live_listener") as (node, executor):
         waiter = _Waiter(executor, node_process)

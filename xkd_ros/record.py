@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections import Counter
@@ -43,6 +42,8 @@ from rosbags.interfaces import (
 )
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from xkd_ros.replay import MESSAGE_TYPE, ament_prefixes, message_class
 
 __all__ = [
     "BagSink",
@@ -109,20 +110,13 @@ def reader_policy(offered: Sequence[Qos]) -> tuple[bool, bool]:
     return reliable, latched
 
 
-def _ament_prefixes() -> list[Path]:
-    """AMENT_PREFIX_PATH (a sourced ROS install or colcon workspace), then this Python's prefix (where the
-    PyPI ROS wheels install their share/ folders)."""
-    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    return [*prefixes, Path(sys.prefix)]
-
-
 def _msg_file(msgtype: str) -> Path | None:
     """share/<pkg>/msg/<Name>.msg of 'pkg/msg/Name' in the first ament prefix that has it."""
-    match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)/msg/([A-Za-z_][A-Za-z0-9_]*)", msgtype)
+    match = MESSAGE_TYPE.fullmatch(msgtype)
     if match is None:
         return None
     package, name = match.groups()
-    for prefix in _ament_prefixes():
+    for prefix in ament_prefixes():
         path = prefix / "share" / package / "msg" / f"{name}.msg"
         if path.is_file():
             return path
@@ -217,8 +211,6 @@ class Recorder:
         graph, or, for a topic whose publisher is not up yet, from `msgtype` and `offered`. Returns the
         subscription (its get_publisher_count() tells when it is matched)."""
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        from xkd_ros.replay import message_class
 
         if topic in self.subscriptions:
             return self.subscriptions[topic]

@@ -47,7 +47,7 @@ from typing import Any
 
 from xkd_ros.ros_env import process_environment
 
-__all__ = ["ReplayError", "main", "message_class", "parse_remap"]
+__all__ = ["MESSAGE_TYPE", "ReplayError", "ament_prefixes", "main", "message_class", "parse_remap"]
 
 NS_PER_S = 1_000_000_000
 DEPTH = 10
@@ -187,7 +187,7 @@ def _latched(connection: Any) -> bool:
     return any(profile.durability == QosDurability.TRANSIENT_LOCAL for profile in profiles)
 
 
-def _ament_prefixes() -> list[Path]:
+def ament_prefixes() -> list[Path]:
     """Where ament indexes live: AMENT_PREFIX_PATH (a sourced ROS install or colcon workspace), then this
     Python's prefix (the PyPI ROS wheels install their index in <venv>/share/ament_index)."""
     prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
@@ -198,7 +198,7 @@ def is_interface(package: str, name: str) -> bool:
     """Whether the ament index registers `package` as a ROS interface package with message `name` (the
     resource rosidl_interfaces/<package> lists its interface files, msg/<Name>.idl and .msg)."""
     files = {f"msg/{name}.idl", f"msg/{name}.msg"}
-    for prefix in _ament_prefixes():
+    for prefix in ament_prefixes():
         resource = prefix / "share" / "ament_index" / "resource_index" / "rosidl_interfaces" / package
         try:
             if files & set(resource.read_text().split()):

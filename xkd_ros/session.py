@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from xkd_ros.data.messages import rgb_from_image
+from xkd_ros.data.messages import header_ns, rgb_from_image
 from xkd_ros.data.render import label_text, render_bev, render_cameras
-from xkd_ros.data.rosbag import TYPESTORE, add_static_transforms, transform_between
+from xkd_ros.data.rosbag import TYPESTORE, add_static_transforms, cdr_header, transform_between
 from xkd_ros.geometry import Rig, project_points
 from xkd_ros.msgs import rig_from_camera_infos
 from xkd_ros.msgs.labeled_cloud import unpack_rgb
@@ -52,10 +52,6 @@ class LabelledScan:
     labels: np.ndarray  # (N,) uint8
     images: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> RGB
     rig: Rig | None = None
-
-
-def _stamp(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
 
 
 def _camera_topics(types: Mapping[str, str]) -> dict[str, tuple[str, str]]:
@@ -108,7 +104,7 @@ def read_labelled_scan(
         xyz = np.column_stack([points["x"], points["y"], points["z"]]).astype(np.float32)
         finite = np.isfinite(xyz).all(axis=1)
         scan = LabelledScan(
-            _stamp(cloud),
+            header_ns(cloud.header),
             cloud.header.frame_id,
             xyz[finite],
             unpack_rgb(points["rgb"][finite]),
@@ -121,14 +117,17 @@ def read_labelled_scan(
         parents = _tf_parents(reader, by_topic.get(TF_STATIC, []))
         infos, extrinsics = {}, {}
         for camera, (image_topic, info_topic) in cameras.items():
-            nearest = None
+            nearest, distance = None, None  # only the nearest image is deserialised
             for conn, _, raw in reader.messages(connections=by_topic[image_topic]):
-                msg = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
-                if nearest is None or abs(_stamp(msg) - scan.stamp_ns) < abs(_stamp(nearest) - scan.stamp_ns):
-                    nearest = msg
+                try:
+                    gap = abs(cdr_header(raw)[0] - scan.stamp_ns)
+                except ValueError:  # a damaged message: not the one to draw
+                    continue
+                if distance is None or gap < distance:
+                    nearest, distance = (conn, raw), gap
             if nearest is None:
                 continue
-            scan.images[camera] = rgb_from_image(nearest)
+            scan.images[camera] = rgb_from_image(TYPESTORE.deserialize_cdr(nearest[1], nearest[0].msgtype))
             for conn, _, raw in reader.messages(connections=by_topic[info_topic]):
                 infos[camera] = TYPESTORE.deserialize_cdr(raw, conn.msgtype)
                 break

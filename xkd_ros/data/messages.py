@@ -55,9 +55,14 @@ def header_at(seconds: float, frame_id: str) -> Header:
     return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
+def header_ns(header: Any) -> int:
+    """Nanoseconds of a message header's stamp (rclpy or rosbags): exact, a key to pair messages by."""
+    return int(header.stamp.sec) * NS_PER_S + int(header.stamp.nanosec)
+
+
 def header_stamp(header: Any) -> float:
     """Seconds of a message header (rclpy or rosbags)."""
-    return ns_to_stamp(header.stamp.sec * NS_PER_S + header.stamp.nanosec)
+    return ns_to_stamp(header_ns(header))
 
 
 def point_fields(channels: Sequence[str]) -> list[PointField]:

@@ -49,6 +49,7 @@ from xkd_ros.data.messages import (
     ImageFormat,
     MessageError,
     frame_to_messages,
+    header_ns,
     labels_from_cloud,
     ns_to_stamp,
     points_from_cloud,
@@ -70,6 +71,7 @@ __all__ = [
     "RosbagDataset",
     "RosbagError",
     "add_static_transforms",
+    "cdr_header",
     "transform_between",
     "write_bag",
 ]
@@ -124,7 +126,7 @@ class BagTopics:
         return f"{self.camera_namespace.format(camera=camera)}/camera_info"
 
 
-def _cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
+def cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
     """(stamp in ns, frame_id) of a serialised message whose first field is a std_msgs/Header.
 
     Indexing reads the header of every scan and image; this skips deserialising megabytes of pixels.
@@ -147,7 +149,7 @@ def _cdr_header(raw: bytes | memoryview) -> tuple[int, str]:
 
 def _log_time(msg: Any) -> int:
     """A message's header stamp in ns, which is its log time in the bag."""
-    return msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
+    return header_ns(msg.header)
 
 
 def _tf_static_cdr(rig: Rig, ns: int) -> bytes:
@@ -578,7 +580,7 @@ class RosbagDataset(Sequence[Frame]):
             counts[topic] += 1
             if topic in (self.lidar_topic, self.label_topic, *image_topics):
                 try:
-                    stamp, frame_id = _cdr_header(raw)
+                    stamp, frame_id = cdr_header(raw)
                 except ValueError as error:
                     raise RosbagError(f"{self.path}: {topic} at log time {log_time} ns: {error}") from None
             if topic == self.lidar_topic:
@@ -699,6 +701,6 @@ class RosbagDataset(Sequence[Frame]):
         """The message on `topic` logged at `log_time` whose header has `stamp`, deserialised."""
         connections = [c for c in reader.connections if c.topic == topic]
         for connection, _, raw in reader.messages(connections=connections, start=log_time, stop=log_time + 1):
-            if _cdr_header(raw)[0] == stamp:  # indexed, so readable
+            if cdr_header(raw)[0] == stamp:  # indexed, so readable
                 return TYPESTORE.deserialize_cdr(raw, connection.msgtype)
         raise RosbagError(f"{self.path}: {topic}: the message stamped {stamp} ns is gone since indexing")
