@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from timing import median_ms, write_json
 
-from xkd_ros.data import load_class_set, load_keyframe
+from xkd_ros.classes import load_class_set
+from xkd_ros.data import load_keyframe
 from xkd_ros.data.messages import frame_to_messages, points_from_cloud, rgb_from_image
 from xkd_ros.geometry import project_points, project_visible
 from xkd_ros.memory import keep_freed_memory

@@ -35,7 +35,8 @@ import onnxruntime
 from sensor_msgs.msg import PointCloud2
 from timing import write_json
 
-from xkd_ros.data import load_class_set, load_keyframe
+from xkd_ros.classes import load_class_set
+from xkd_ros.data import load_keyframe
 from xkd_ros.data.messages import FrameMessages, frame_to_messages, points_from_cloud, rgb_from_image
 from xkd_ros.geometry import Rig
 from xkd_ros.inference.backend import BackendError

@@ -32,7 +32,7 @@ def default_model(folder: Path) -> Path:
     """The default network and pre-processing, untrained, exported as xkd-export does."""
     from xkd_ros.export import export_checkpoint
     from xkd_ros.model import ModelConfig, build_model
-    from xkd_ros.train.checkpoint import save_checkpoint
+    from xkd_ros.model.checkpoint import save_checkpoint
 
     config = ModelConfig(num_classes=14)
     state = {

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from timing import median_ms, write_json
 
-from xkd_ros.data import load_class_set, load_keyframe, load_rellis3d_frame
+from xkd_ros.classes import load_class_set
+from xkd_ros.data import load_keyframe, load_rellis3d_frame
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.visibility import (
     RELLIS3D_GROUND,

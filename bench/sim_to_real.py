@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xkd_ros.data import load_class_set, load_keyframe, load_rellis3d_frame
+from xkd_ros.classes import load_class_set
+from xkd_ros.data import load_keyframe, load_rellis3d_frame
 from xkd_ros.data.nuscenes import load_keyframe_boxes, points_in_boxes
 from xkd_ros.data.semantickitti import SECTORS, SemanticKittiDataset
 from xkd_ros.evaluate import MODES, ClassMapping, ego_returns, evaluate, score_boxes

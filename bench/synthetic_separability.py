@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.synthetic.config import parse_overrides
 

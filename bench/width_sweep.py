@@ -35,9 +35,10 @@ from protocol import Protocol, Row, run_dir, summarise
 from timing import write_json
 
 from xkd_ros.data import load_keyframe
-from xkd_ros.export import example_inputs, model_from_checkpoint
+from xkd_ros.export import example_inputs
 from xkd_ros.inference import create_backend
 from xkd_ros.model import ModelConfig, build_model
+from xkd_ros.model.checkpoint import model_from_checkpoint
 from xkd_ros.model.export import export_onnx
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 from xkd_ros.train.experiment import ExperimentConfig

@@ -10,8 +10,8 @@ import pytest
 from conftest import DATA, REPO
 from tiny_model import tiny_model
 
-from xkd_ros.data import Frame, load_class_set
-from xkd_ros.data.classes import IGNORE_INDEX, ClassSet
+from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
+from xkd_ros.data import Frame
 from xkd_ros.evaluate import NO_COUNTERPART, ClassMapping, evaluate, main
 from xkd_ros.geometry import Rig
 

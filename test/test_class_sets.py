@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
 
 CLASS_SETS = sorted(path.stem for path in (REPO / "config/classes").glob("*.yaml"))
 

@@ -138,7 +138,7 @@ def session_bag(tmp_path, frame, tf_static=True):
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Reader
 
-    from xkd_ros.data import load_class_set
+    from xkd_ros.classes import load_class_set
     from xkd_ros.data.rosbag import write_bag
     from xkd_ros.msgs.labeled_cloud import create_labeled_cloud
     from xkd_ros.record import BagSink, replay_offer
@@ -164,7 +164,7 @@ def session_bag(tmp_path, frame, tf_static=True):
 
 
 def test_the_session_picture_is_drawn_from_what_the_recording_holds(tmp_path, rellis_frame):
-    from xkd_ros.data.classes import IGNORE_COLOR, IGNORE_INDEX
+    from xkd_ros.classes import IGNORE_COLOR, IGNORE_INDEX
     from xkd_ros.session import read_labelled_scan, session_picture
 
     bag, palette = session_bag(tmp_path, rellis_frame)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from xkd_ros.data import load_class_set
-from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.rosbag import write_bag
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.synthetic.generator import main as synthesize

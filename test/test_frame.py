@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.render import render_frame
 from xkd_ros.geometry import transform_from_quaternion
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import DATA
 
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data import open_frames
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.kitti import Box, KittiObjectDataset, box_labels
 from xkd_ros.data.semantickitti import KITTI_LIDAR, lidar_to_rectified, read_kitti_calib
 from xkd_ros.geometry import project_points

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.classes import IGNORE_INDEX
 from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DATA, NUSCENES_COUNTS
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.nuscenes import CAMERAS, NuScenesDataset
 from xkd_ros.geometry import invert_transform, project_points, transform_from_quaternion
 from xkd_ros.geometry.transforms import quaternion_from_rotation

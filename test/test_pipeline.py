@@ -15,7 +15,7 @@ from conftest import REPO
 from std_msgs.msg import Header
 from tiny_model import tiny_model
 
-from xkd_ros.data.classes import IGNORE_COLOR, IGNORE_INDEX
+from xkd_ros.classes import IGNORE_COLOR, IGNORE_INDEX
 from xkd_ros.geometry import LidarProfile, Rig
 from xkd_ros.msgs import create_labeled_cloud, pack_rgb, read_points, unpack_rgb
 from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, Segmenter, check_model_card, sha256

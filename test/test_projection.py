@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import DATA, NUSCENES_COUNTS
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, Rig, project_points
 
 

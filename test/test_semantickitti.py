@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DATA, REPO
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.kitti import KittiObjectDataset
 from xkd_ros.data.semantickitti import (
     KITTI_LIDAR,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.synthetic import SyntheticDataset, SyntheticGenerator, build_scene, load_config
 from xkd_ros.data.synthetic.generator import generate, main
 from xkd_ros.data.synthetic.lidar import CHANNELS, beam_elevations

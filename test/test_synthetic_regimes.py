@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.sources import open_frames
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.synthetic.config import parse_overrides

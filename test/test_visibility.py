@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import DATA, REPO
 
-from xkd_ros.data import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.visibility import (
     RELLIS3D_GROUND,
     SEMANTICKITTI_GROUND,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.export import export_checkpoint
 from xkd_ros.model import ModelConfig, build_model
+from xkd_ros.model.checkpoint import save_checkpoint
 from xkd_ros.preprocess import PreprocessConfig
-from xkd_ros.train.checkpoint import save_checkpoint
 
 TINY_MODEL = {
     "range_widths": [4, 8, 8],

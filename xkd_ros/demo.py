@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xkd_ros.data import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
 from xkd_ros.data.rosbag import BagTopics, write_bag

@@ -26,8 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xkd_ros.data import Frame, load_class_set, open_frames
-from xkd_ros.data.classes import IGNORE_INDEX, ClassSet
+from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
+from xkd_ros.data import Frame, open_frames
 from xkd_ros.data.render import label_text, render_bev
 from xkd_ros.metrics import confusion_matrix, iou_per_class, latency_percentiles, mean_iou
 from xkd_ros.pipeline import Segmenter

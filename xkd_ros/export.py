@@ -20,22 +20,11 @@ import onnx
 import torch
 import yaml
 
-from xkd_ros.model import ModelConfig, build_model
+from xkd_ros.model import ModelConfig
+from xkd_ros.model.checkpoint import model_from_checkpoint
 from xkd_ros.model.export import SegmentationExport, export_onnx
 from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, RANGE_ROWS, sha256
 from xkd_ros.preprocess import PreprocessConfig, fusion_slots, input_spec
-from xkd_ros.train.checkpoint import load_checkpoint
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained network (eval mode) and the checkpoint's metadata (no weights)."""
-    state = load_checkpoint(path)
-    for key in ("model_config", "preprocess", "classes", "model"):
-        if key not in state:
-            raise ValueError(f"{path}: not an xkd_ros training checkpoint (no {key!r})")
-    model = build_model(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), {k: v for k, v in state.items() if k not in ("model", "optimizer", "torch_rng")}
 
 
 def example_inputs(

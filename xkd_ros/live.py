@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from xkd_ros.data.classes import ClassSet
+from xkd_ros.classes import ClassSet
 from xkd_ros.ros_env import process_environment
 from xkd_ros.viewers import DEBUG_STAGES
 

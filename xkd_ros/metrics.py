@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.classes import IGNORE_INDEX
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

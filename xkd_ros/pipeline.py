@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime
 
-from xkd_ros.data.classes import IGNORE_INDEX, ClassSet, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
 from xkd_ros.preprocess import (
@@ -251,7 +251,7 @@ class Segmenter:
         engine = create_backend(kind, path, **({} if kind == "tensorrt" else {"threads": threads}))
         session = None
         if kind == "torch":
-            from xkd_ros.train.checkpoint import load_checkpoint  # torch, only for the torch backend
+            from xkd_ros.model.checkpoint import load_checkpoint  # torch, only for the torch backend
 
             meta = load_checkpoint(path)
             limits = (MAX_CAMERAS, RANGE_ROWS)  # eager PyTorch takes any camera count and height

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 
 
 def read_scan_bin(path: Path, num_channels: int) -> np.ndarray:

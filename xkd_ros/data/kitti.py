@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.files import check_all_present, read_rgb, read_scan_bin
 from xkd_ros.data.frame import Frame
 from xkd_ros.data.semantickitti import (

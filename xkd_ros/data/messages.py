@@ -17,7 +17,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from xkd_ros.data.classes import IGNORE_INDEX, load_class_set
+from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.frame import RING, Frame
 from xkd_ros.geometry import Rig
 from xkd_ros.msgs import CvBridge, create_cloud, dtype_from_fields, intrinsics_to_camera_info, read_points

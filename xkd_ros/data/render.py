@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.frame import Frame
 from xkd_ros.geometry import Projection, Rig, project_points
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.files import check_all_present, read_label_file, read_rgb, read_scan_bin
 from xkd_ros.data.frame import INTENSITY, Frame
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, Rig

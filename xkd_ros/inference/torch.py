@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xkd_ros.export import model_from_checkpoint
 from xkd_ros.inference.backend import BackendError, check_inputs
+from xkd_ros.model.checkpoint import model_from_checkpoint
 from xkd_ros.model.export import SegmentationExport
 from xkd_ros.preprocess import PreprocessConfig, graph_input_spec
 

@@ -14,7 +14,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from xkd_ros.data.classes import IGNORE_COLOR, IGNORE_INDEX
+from xkd_ros.classes import IGNORE_COLOR, IGNORE_INDEX
 from xkd_ros.msgs.point_cloud2 import create_cloud, dtype_from_fields
 
 __all__ = ["LABELED_CLOUD_FIELDS", "create_labeled_cloud", "pack_rgb", "unpack_rgb"]

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.classes import IGNORE_INDEX
 from xkd_ros.data.frame import Frame
 from xkd_ros.preprocess import NetworkInputs, PreprocessConfig, batch, prepare_frame
 

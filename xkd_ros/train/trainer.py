@@ -31,12 +31,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
-from xkd_ros.data import Frame, load_class_set, open_frames
+from xkd_ros.classes import load_class_set
+from xkd_ros.data import Frame, open_frames
 from xkd_ros.metrics import confusion_matrix, iou_per_class, mean_iou
 from xkd_ros.model import ModelConfig, build_model
+from xkd_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
 from xkd_ros.train.augment import augment
-from xkd_ros.train.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.train.data import Item, PreparedFrames, ShapeBatches, collate, labelled_subset
 from xkd_ros.train.experiment import ExperimentConfig
 from xkd_ros.train.losses import distillation_loss, info_nce, segmentation_loss, superpixel_info_nce

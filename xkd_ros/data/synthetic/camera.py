@@ -16,7 +16,7 @@ from functools import cache
 
 import numpy as np
 
-from xkd_ros.data.classes import IGNORE_INDEX
+from xkd_ros.classes import IGNORE_INDEX
 from xkd_ros.data.synthetic.config import CameraConfig
 from xkd_ros.data.synthetic.noise import hash01, value_noise
 from xkd_ros.data.synthetic.scene import Scene, Texture

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.geometry import CameraCalibration, CameraIntrinsics, LidarProfile, Rig, invert_transform
 from xkd_ros.paths import config_path
 

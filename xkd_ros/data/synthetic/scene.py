@@ -21,7 +21,7 @@ import numpy as np
 import trimesh
 from trimesh.ray.ray_pyembree import RayMeshIntersector
 
-from xkd_ros.data.classes import load_class_set
+from xkd_ros.classes import load_class_set
 from xkd_ros.data.synthetic.config import CLASS_SET, Range, SceneConfig, SyntheticConfig
 from xkd_ros.data.synthetic.noise import value_noise
 from xkd_ros.data.synthetic.trajectory import EgoTrajectory

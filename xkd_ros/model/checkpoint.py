@@ -1,4 +1,6 @@
-"""Checkpoints that survive interruption and load without running code.
+"""Checkpoints that survive interruption and load without running code, and the network one holds.
+
+Below both training (which writes them) and export / the torch backend (which read them).
 
 Written to a temporary file and renamed over the old one (atomic on POSIX), so a run killed mid-write keeps
 its previous checkpoint; read with torch.load(weights_only=True), which refuses pickled code.
@@ -11,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from xkd_ros.model.config import ModelConfig
+from xkd_ros.model.network import build_model
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
@@ -34,3 +39,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle and zip errors of a truncated or foreign file
         raise ValueError(f"{path}: not a readable checkpoint: {error}") from None
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained network (eval mode) and the checkpoint's metadata (no weights)."""
+    state = load_checkpoint(path)
+    for key in ("model_config", "preprocess", "classes", "model"):
+        if key not in state:
+            raise ValueError(f"{path}: not an xkd_ros training checkpoint (no {key!r})")
+    model = build_model(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), {k: v for k, v in state.items() if k not in ("model", "optimizer", "torch_rng")}
