@@ -13,8 +13,8 @@ import onnxruntime
 from timing import median_ms, write_json
 
 from xkd_ros.data import load_keyframe
-from xkd_ros.export import read_metadata
 from xkd_ros.inference import create_backend
+from xkd_ros.inference.metadata import read_metadata
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
 DATA = Path(__file__).resolve().parent.parent / "test/data/nuscenes_demo"

@@ -4,8 +4,8 @@ import numpy as np
 from conftest import REPO
 
 from xkd_ros.classes import load_class_set
-from xkd_ros.export import read_metadata, sha256
 from xkd_ros.inference import create_backend
+from xkd_ros.inference.metadata import read_metadata, sha256
 from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
 MODEL = REPO / "models/xkd_synthetic.onnx"

@@ -386,7 +386,7 @@ def test_onnx_export_has_dynamic_points_cameras_and_rows(exported):
 
 
 # M = 0: ONNX Runtime runs the zero-size image batch (the fused feature is f3, the LiDAR head labels);
-# the ends of what xkd-export declares (pipeline.MAX_CAMERAS, pipeline.RANGE_ROWS) included.
+# the ends of what xkd-export declares (MAX_CAMERAS, RANGE_ROWS) included.
 @pytest.mark.parametrize(("cameras", "rows"), [(0, 16), (1, 32), (4, 64), (8, 128), (0, 8), (8, 256)])
 def test_onnx_export_matches_torch_for_any_rig(exported, cameras, rows):
     model, session, _ = exported

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO
 from tiny_model import tiny_model
 
-from xkd_ros.export import read_metadata
+from xkd_ros.inference.metadata import read_metadata
 
 MODEL = REPO / "models/xkd_synthetic.onnx"
 # Operators of onnx-tensorrt's supported list (TensorRT 10) that a segmentation network of this kind may use.

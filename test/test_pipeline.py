@@ -17,8 +17,9 @@ from tiny_model import tiny_model
 
 from xkd_ros.classes import IGNORE_COLOR, IGNORE_INDEX
 from xkd_ros.geometry import LidarProfile, Rig
+from xkd_ros.inference.metadata import MAX_CAMERAS, METADATA_KEY, check_model_card, sha256
 from xkd_ros.msgs import create_labeled_cloud, pack_rgb, read_points, unpack_rgb
-from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, Segmenter, check_model_card, sha256
+from xkd_ros.pipeline import Segmenter
 from xkd_ros.preprocess import prepare, prepare_frame
 
 SHIPPED = REPO / "models/xkd_synthetic.onnx"

@@ -15,7 +15,7 @@ from tiny_model import tiny_model
 
 from xkd_ros.data.synthetic import SyntheticDataset, load_config
 from xkd_ros.data.synthetic.generator import generate
-from xkd_ros.export import read_metadata
+from xkd_ros.inference.metadata import read_metadata
 from xkd_ros.pipeline import Segmenter
 from xkd_ros.preprocess import prepare_frame
 from xkd_ros.quantize import main

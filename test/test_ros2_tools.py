@@ -380,7 +380,7 @@ def session(shell, recording, tmp_path_factory):
 @pytest.mark.timeout(300)
 def test_launched_node_labels_the_remapped_inputs(session, recording):
     from xkd_ros.classes import load_class_set
-    from xkd_ros.export import read_metadata
+    from xkd_ros.inference.metadata import read_metadata
     from xkd_ros.msgs import read_points
 
     session.spin_until(lambda: session.received >= SCANS, START_S, f"{SCANS} labelled clouds on {OUTPUT}")

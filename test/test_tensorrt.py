@@ -163,8 +163,8 @@ def test_bad_settings_are_rejected_before_tensorrt():
 
 
 def test_default_profile_covers_every_rig_the_segmenter_takes():
+    from xkd_ros.inference.metadata import MAX_CAMERAS, RANGE_ROWS
     from xkd_ros.inference.tensorrt import DEFAULT_CAMERAS, DEFAULT_ROWS
-    from xkd_ros.pipeline import MAX_CAMERAS, RANGE_ROWS
 
     assert (DEFAULT_CAMERAS[0], DEFAULT_CAMERAS[2]) == (0, MAX_CAMERAS)
     assert (DEFAULT_ROWS[0], DEFAULT_ROWS[2]) == RANGE_ROWS
@@ -245,8 +245,8 @@ def gpu():
 
 @pytest.fixture(scope="module")
 def keyframe_inputs(nuscenes_keyframe):
-    from xkd_ros.export import read_metadata
     from xkd_ros.inference import OnnxRuntimeBackend
+    from xkd_ros.inference.metadata import read_metadata
     from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
     config = PreprocessConfig.from_dict(read_metadata(MODEL)["preprocess"])
@@ -282,8 +282,8 @@ def test_tensorrt_matches_onnxruntime(gpu, tmp_path, keyframe_inputs, reference,
 
 def test_tensorrt_takes_any_camera_count_of_its_profile(gpu, tmp_path, nuscenes_keyframe, keyframe_inputs):
     """The keyframe's first camera only, and none: the engine's M axis (0..8) as ONNX Runtime runs it."""
-    from xkd_ros.export import read_metadata
     from xkd_ros.inference import OnnxRuntimeBackend
+    from xkd_ros.inference.metadata import read_metadata
     from xkd_ros.inference.tensorrt import TensorRTBackend
     from xkd_ros.preprocess import PreprocessConfig, prepare
 

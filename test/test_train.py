@@ -18,8 +18,8 @@ from conftest import REPO
 from xkd_ros.classes import IGNORE_INDEX
 from xkd_ros.data import open_frames
 from xkd_ros.data.synthetic.generator import main as synthesize
-from xkd_ros.export import read_metadata, sha256
 from xkd_ros.inference import BackendError, choose_backend, create_backend
+from xkd_ros.inference.metadata import read_metadata, sha256
 from xkd_ros.model import ModelConfig, build_model
 from xkd_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from xkd_ros.preprocess import MOVED_TO_RIG, PreprocessConfig, prepare_frame

@@ -20,10 +20,10 @@ import onnx
 import torch
 import yaml
 
+from xkd_ros.inference.metadata import MAX_CAMERAS, METADATA_KEY, RANGE_ROWS, sha256
 from xkd_ros.model import ModelConfig
 from xkd_ros.model.checkpoint import model_from_checkpoint
 from xkd_ros.model.export import SegmentationExport, export_onnx
-from xkd_ros.pipeline import MAX_CAMERAS, METADATA_KEY, RANGE_ROWS, sha256
 from xkd_ros.preprocess import PreprocessConfig, fusion_slots, input_spec
 
 
@@ -208,14 +208,6 @@ def _read_split(root: Path) -> dict[str, Any] | None:
     """The split.yaml xkd-synth writes at a data set's root, or None for other data sets."""
     path = root / "split.yaml"
     return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-
-def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
-    """The xkd_ros description stored in an exported model (pre-processing, classes, model config)."""
-    for prop in onnx.load(onnx_path, load_external_data=False).metadata_props:
-        if prop.key == METADATA_KEY:
-            return json.loads(prop.value)
-    raise ValueError(f"{onnx_path}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,6 @@ The default path (ONNX Runtime) imports no torch: a vehicle needs none.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +31,14 @@ import onnxruntime
 from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.geometry import Rig
 from xkd_ros.inference import Backend, OnnxRuntimeBackend, choose_backend, create_backend
+from xkd_ros.inference.metadata import (
+    MAX_CAMERAS,
+    METADATA_KEY,
+    RANGE_ROWS,
+    check_model_card,
+    metadata_session,
+    read_metadata,
+)
 from xkd_ros.preprocess import (
     AXIS_NAMES,
     NetworkInputs,
@@ -47,29 +52,15 @@ from xkd_ros.preprocess import (
 if TYPE_CHECKING:
     from xkd_ros.data.frame import Frame
 
-# The ONNX metadata key xkd_ros.export writes (it imports it and the limits below from here: this module
-# needs no torch).
-METADATA_KEY = "xkd_ros"
 REQUIRED_CHANNELS = ("x", "y", "z", "intensity")
-# What xkd-export declares an exported graph runs, and tests it on: 0 to MAX_CAMERAS cameras (0: the
-# LiDAR-only head labels every point) and RANGE_ROWS range-image rows (16- to 128-beam scanners and beyond).
-MAX_CAMERAS = 8
-RANGE_ROWS = (8, 256)
 
 __all__ = [
-    "MAX_CAMERAS",
-    "METADATA_KEY",
-    "RANGE_ROWS",
     "REQUIRED_CHANNELS",
     "PreparedScan",
     "Segmentation",
     "Segmenter",
-    "check_model_card",
-    "sha256",
 ]
 
-# How xkd_ros.export.model_card records the file's digest: "- File: `<name>.onnx`, <size>, sha256 `<hex>`".
-_CARD_SHA256 = re.compile(r"^- File: .*\bsha256 `([0-9a-f]{64})`", re.MULTILINE)
 _ONNX_DTYPES = {"tensor(float)": np.dtype(np.float32), "tensor(int64)": np.dtype(np.int64)}
 # The preprocess field behind each fixed axis of the network inputs, for errors that say what disagrees.
 _AXIS_FIELDS = {
@@ -84,39 +75,6 @@ _AXIS_FIELDS = {
     ("fused_uv", 2): "uv columns",
 }
 _REEXPORT = "exported for one rig before models took any rig; re-export it with xkd-export"
-
-
-def sha256(path: str | Path) -> str:
-    """The hex sha256 of a file, read in blocks (models may be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_model_card(path: str | Path) -> str:
-    """Refuse a model file whose sha256 differs from the one its model card (`path` with .md) records.
-
-    Returns what was checked, for the log: models a user exported without a card (or a card without a
-    digest) are allowed, with a note saying the checksum was not verified.
-    """
-    path = Path(path)
-    card = path.with_suffix(".md")
-    if not path.is_file():
-        return ""  # the backend reports a missing model, in its words
-    if not card.is_file():
-        return f"no model card {card.name} beside it: sha256 not verified"
-    match = _CARD_SHA256.search(card.read_text(errors="replace"))
-    if match is None:
-        return f"its model card {card.name} records no sha256: not verified"
-    recorded, actual = match.group(1), sha256(path)
-    if actual != recorded:
-        raise ValueError(
-            f"{path}: sha256 {actual} differs from {recorded} recorded in its model card {card}: the file is "
-            "damaged or not the model the card describes"
-        )
-    return f"sha256 matches its model card {card.name}"
 
 
 def _check_graph(
@@ -181,11 +139,6 @@ def _rig_limits(path: str | Path, meta: dict) -> tuple[int, tuple[int, int]]:
 
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _metadata_session(path: str | Path) -> onnxruntime.InferenceSession:
-    """A CPU session, only to read an exported model's metadata when another backend runs it."""
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
 @dataclass(eq=False)
@@ -256,14 +209,8 @@ class Segmenter:
             meta = load_checkpoint(path)
             limits = (MAX_CAMERAS, RANGE_ROWS)  # eager PyTorch takes any camera count and height
         else:  # an exported .onnx carries its pre-processing and classes (TensorRT builds from it too)
-            session = engine.session if isinstance(engine, OnnxRuntimeBackend) else _metadata_session(path)
-            metadata = session.get_modelmeta().custom_metadata_map
-            if METADATA_KEY not in metadata:
-                raise ValueError(f"{path}: no {METADATA_KEY!r} metadata: not exported by xkd-export")
-            try:
-                meta = json.loads(metadata[METADATA_KEY])
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: {METADATA_KEY!r} metadata is not JSON: {error}") from None
+            session = engine.session if isinstance(engine, OnnxRuntimeBackend) else metadata_session(path)
+            meta = read_metadata(path, session)
             # before parsing the preprocess, which an old model's fails on keys now the rig's (less helpful)
             limits = _rig_limits(path, meta)
         missing = [key for key in ("preprocess", "classes", "model_config") if key not in meta]

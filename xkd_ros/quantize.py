@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from xkd_ros.pipeline import METADATA_KEY, Segmenter, sha256
+from xkd_ros.inference.metadata import METADATA_KEY, read_metadata, sha256
+from xkd_ros.pipeline import Segmenter
 
 # The layers with weights, and the ops between them in the range and image branches: quantizing those too
 # keeps whole residual blocks and the image pyramid in int8 instead of converting back to float after
@@ -165,8 +166,6 @@ def quantize(
     `exclude` names nodes to keep in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from xkd_ros.export import read_metadata  # torch too: only once there is a model to quantize
 
     try:
         description = read_metadata(model)

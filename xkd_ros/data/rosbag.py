@@ -36,7 +36,6 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import yaml
-from rclpy.serialization import serialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -179,7 +178,10 @@ def _tf_static_cdr(rig: Rig, ns: int) -> bytes:
 def _write_frames(
     writer: Writer, frames: Iterable[Frame], rig: Rig, image_format: ImageFormat, topics: BagTopics
 ) -> str | None:
-    """Write every frame's messages (and /tf_static before them); returns the labels' class set, if any."""
+    """Write every frame's messages (and /tf_static before them); returns the labels' class set, if any.
+    rclpy is imported here, not with the module: reading bags (evaluation, training) needs no ROS."""
+    from rclpy.serialization import serialize_message
+
     connections: dict[str, Any] = {}
 
     def connect(topic: str, msgtype: str, qos: Sequence[Qos] = ()) -> None:

@@ -32,10 +32,11 @@ from xkd_ros.inference.engine_cache import (
     find_engine,
     store_engine,
 )
+from xkd_ros.inference.metadata import sha256  # the digest model cards record
 from xkd_ros.preprocess import AXIS_NAMES
 
 DEFAULT_POINTS = (1000, 35000, 140000)
-# Every rig the Segmenter takes (0..pipeline.MAX_CAMERAS cameras, pipeline.RANGE_ROWS rows; a test keeps them
+# Every rig the Segmenter takes (0..metadata.MAX_CAMERAS cameras, metadata.RANGE_ROWS rows; a test keeps them
 # equal), tuned for the nuScenes car; a vehicle with one rig builds for exactly it (--cameras 1 1 1 --rows 64
 # 64 64).
 DEFAULT_CAMERAS = (0, 6, 8)
@@ -295,8 +296,6 @@ def build_engine(
 
 
 def engine_key(onnx_path: Path, precision: str, ranges: Ranges, device: int) -> EngineKey:
-    from xkd_ros.pipeline import sha256  # the digest model cards record
-
     trt, torch = _tensorrt(), _torch_cuda(device)
     major, minor = torch.cuda.get_device_capability(device)
     return EngineKey(
@@ -448,7 +447,7 @@ def calibration_frames(folder: Path, onnx_path: Path, frames: int) -> Iterator[d
                 yield {name: data[name] for name in data.files}
         return
     from xkd_ros.data import load_keyframe
-    from xkd_ros.export import read_metadata
+    from xkd_ros.inference.metadata import read_metadata
     from xkd_ros.preprocess import PreprocessConfig, prepare_frame
 
     config = PreprocessConfig.from_dict(read_metadata(onnx_path)["preprocess"], f"{onnx_path}: preprocess")
