@@ -62,6 +62,7 @@ TEST = [
     "setuptools<80",
     "mcap",  # decodes a recording from the schemas it carries, as Foxglove does (test/test_record.py)
     "mcap-ros2-support",
+    "vulture",  # dead code (test/test_dead_code.py)
     *LAUNCH_STACK_IMPORTS,
 ]
 
@@ -91,7 +92,7 @@ setup(
             "xkd-train = xkd_ros.train.cli:main",
             "xkd-export = xkd_ros.export:main",
             "xkd-quantize = xkd_ros.quantize:main",
-            "xkd-evaluate = xkd_ros.evaluate:main",
+            "xkd-evaluate = xkd_ros.evaluate.cli:main",
             "segment_node = xkd_ros.node:main",
             "xkd-replay = xkd_ros.replay:main",
             "xkd-record = xkd_ros.record:main",

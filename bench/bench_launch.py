@@ -48,7 +48,7 @@ import numpy as np
 from timing import write_json
 
 from xkd_ros.data.messages import header_ns
-from xkd_ros.live import joined
+from xkd_ros.record import joined
 from xkd_ros.ros_env import domain_environment
 
 ROOT = Path(__file__).resolve().parent.parent

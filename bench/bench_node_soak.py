@@ -36,8 +36,9 @@ import yaml
 from timing import write_json
 
 from xkd_ros.demo import NODE, node_command
-from xkd_ros.live import NODE_OUTPUTS, interrupt, joined, offered_qos
+from xkd_ros.evaluate.live import NODE_OUTPUTS, interrupt, offered_qos
 from xkd_ros.paths import config_path
+from xkd_ros.record import joined
 from xkd_ros.ros_env import domain_environment
 
 ROOT = Path(__file__).resolve().parent.parent

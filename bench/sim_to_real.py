@@ -31,7 +31,7 @@ from xkd_ros.classes import load_class_set
 from xkd_ros.data import load_keyframe, load_rellis3d_frame
 from xkd_ros.data.nuscenes import load_keyframe_boxes, points_in_boxes
 from xkd_ros.data.semantickitti import SECTORS, SemanticKittiDataset
-from xkd_ros.evaluate import MODES, ClassMapping, ego_returns, evaluate, score_boxes
+from xkd_ros.evaluate.scoring import MODES, ClassMapping, ego_returns, evaluate, score_boxes
 from xkd_ros.pipeline import Segmenter
 
 REPO = Path(__file__).resolve().parent.parent

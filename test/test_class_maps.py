@@ -12,7 +12,8 @@ from tiny_model import tiny_model
 
 from xkd_ros.classes import IGNORE_INDEX, ClassSet, load_class_set
 from xkd_ros.data import Frame
-from xkd_ros.evaluate import NO_COUNTERPART, ClassMapping, evaluate, main
+from xkd_ros.evaluate.cli import main
+from xkd_ros.evaluate.scoring import NO_COUNTERPART, ClassMapping, evaluate
 from xkd_ros.geometry import Rig
 
 CLASS_FILES = sorted((REPO / "config/classes").glob("*.yaml"))

@@ -133,8 +133,8 @@ def test_demo_writes_the_projection_picture_and_summary(tmp_path, capsys):
 
 
 def session_bag(tmp_path, frame, tf_static=True):
-    """A recorded session as xkd_ros.live writes one: the replayed frame's topics (images, CameraInfo and,
-    unless not wanted, /tf_static) and the node's labelled cloud of it."""
+    """A recorded session as xkd_ros.evaluate.live writes one: the replayed frame's topics (images,
+    CameraInfo and, unless not wanted, /tf_static) and the node's labelled cloud of it."""
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import Reader
 

@@ -1,5 +1,5 @@
 """The main job over real DDS: recording -> xkd-replay -> segment_node -> what it published, evaluated; and
-the hand-shakes of xkd_ros.live that make it deterministic on a busy machine."""
+the hand-shakes of xkd_ros.evaluate.live that make it deterministic on a busy machine."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from rosbags.typesys import Stores, get_typestore
 from xkd_ros import demo
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.rosbag import write_bag
-from xkd_ros.live import NODE_OUTPUTS, LiveError, Recording, run_live
+from xkd_ros.evaluate.live import NODE_OUTPUTS, LiveError, Recording, run_live
 from xkd_ros.ros_env import DOMAIN_IDS, RosEnvironmentError, domain_environment
 
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
@@ -203,7 +203,7 @@ def test_real_keyframe_bag_through_the_node(tmp_path, nuscenes_keyframe, ros_env
 def test_evaluate_live_scores_a_node_with_best_effort_outputs(tmp_path, ros_env):
     """`xkd-evaluate --live BAG` against segment_node with the shipped QoS (qos.reliable false): the
     listener takes the node's best-effort labelled clouds, which a reliable reader would never match."""
-    from xkd_ros.evaluate import main as evaluate_main
+    from xkd_ros.evaluate.cli import main as evaluate_main
 
     bag, drive = synthetic_bag(tmp_path / "bag", frames=2, seed=5)
     node = start_node(ros_env, bag, drive, reliable=False, depth=len(drive))

@@ -12,8 +12,10 @@ from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.rosbag import write_bag
 from xkd_ros.data.synthetic import SyntheticGenerator, load_config
 from xkd_ros.data.synthetic.generator import main as synthesize
-from xkd_ros.evaluate import evaluate, main, write_report
-from xkd_ros.live import LiveResult, Recording, describe_lost, wait_budget
+from xkd_ros.evaluate.cli import main
+from xkd_ros.evaluate.live import LiveResult, Recording, describe_lost, wait_budget
+from xkd_ros.evaluate.report import write_report
+from xkd_ros.evaluate.scoring import evaluate
 from xkd_ros.pipeline import Segmenter
 
 MODEL = REPO / "models/xkd_synthetic.onnx"

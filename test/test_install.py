@@ -57,8 +57,8 @@ RUNTIME_MODULES = (
     "xkd_ros.node",
     "xkd_ros.replay",
     "xkd_ros.record",
-    "xkd_ros.evaluate",
-    "xkd_ros.live",
+    "xkd_ros.evaluate.cli",
+    "xkd_ros.evaluate.live",
     "xkd_ros.calibration",
     "xkd_ros.viewers",
 )

@@ -15,6 +15,7 @@ from xkd_ros.record import (
     Follower,
     Recorder,
     RecordError,
+    joined,
     main,
     reader_policy,
     replay_offer,
@@ -49,8 +50,6 @@ def test_a_live_exchange_is_recorded_for_foxglove_and_ros2_bag_play(tmp_path, ro
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from std_msgs.msg import Header, String
     from visualization_msgs.msg import Marker, MarkerArray
-
-    from xkd_ros.live import joined
 
     latched = QoSProfile(
         depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -116,8 +115,6 @@ def test_a_live_exchange_is_recorded_for_foxglove_and_ros2_bag_play(tmp_path, ro
 def test_the_command_follows_topics_as_they_appear_and_names_the_absent(tmp_path, ros_env, capsys):
     import rclpy
     from std_msgs.msg import String
-
-    from xkd_ros.live import joined
 
     with joined(ros_env, "xkd_record_cli") as (node, executor):
         follower = Follower(Recorder(node, tmp_path / "bag"), ["/chatter", "/nobody"])

@@ -12,7 +12,7 @@ from tiny_model import tiny_checkpoint, tiny_model
 from xkd_ros.classes import IGNORE_INDEX, load_class_set
 from xkd_ros.data.nuscenes import Box3D, load_keyframe, load_keyframe_boxes, points_in_boxes
 from xkd_ros.data.semantickitti import SECTORS, SemanticKittiDataset
-from xkd_ros.evaluate import ClassMapping, ego_returns, score_boxes
+from xkd_ros.evaluate.scoring import ClassMapping, ego_returns, score_boxes
 
 SCAN = DATA / "semantickitti_spvnas_000000"
 

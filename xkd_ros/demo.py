@@ -5,7 +5,7 @@
 2. `segment_node` started through the entry point the launch file uses, with the default model, on the
    ROS_DOMAIN_ID of the environment or else one reserved for the run (xkd_ros.ros_env), printed;
 3. once the node is up and this process is matched to its outputs, `xkd-replay` plays the recording over
-   DDS (the large-data Fast DDS profile), waiting for the node's subscriptions first (xkd_ros.live);
+   DDS (the large-data Fast DDS profile), waiting for the node's subscriptions first (xkd_ros.evaluate.live);
 4. this process listens to what the node publishes, pairs each labelled cloud with the ground truth of its
    scan, and prints mIoU, per-class IoU and latency; pictures go to the output folder;
 5. the whole session (the replayed inputs and everything the node published) is recorded into one mcap,
@@ -33,8 +33,8 @@ from xkd_ros.classes import load_class_set
 from xkd_ros.data.messages import stamp_to_ns
 from xkd_ros.data.render import label_text, render_bev, render_frame
 from xkd_ros.data.rosbag import BagTopics, write_bag
+from xkd_ros.evaluate.live import LiveError, LiveResult, Recording, describe_lost, interrupt, run_live
 from xkd_ros.geometry import Rig
-from xkd_ros.live import LiveError, LiveResult, Recording, describe_lost, interrupt, run_live
 from xkd_ros.paths import config_path
 from xkd_ros.ros_env import RosEnvironmentError, domain_environment
 from xkd_ros.session import SessionError, read_labelled_scan, session_picture

@@ -18,16 +18,20 @@ the tools that open it need:
 Topics are subscribed as their publishers appear (their type and QoS come from the graph), until Ctrl-C or
 --duration seconds; then the bag is closed and the messages written per topic are printed, with the topics
 that never had a publisher. OUT is a new bag folder (OUT/OUT.mcap + metadata.yaml), never overwritten.
+
+`joined` is how a tool process joins a node's DDS graph (here, in the live listener xkd_ros.evaluate.live and
+in the benchmarks): an rclpy context of its own, the environment left as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +48,14 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from xkd_ros.replay import MESSAGE_TYPE, ament_prefixes, message_class
+from xkd_ros.ros_env import process_environment
 
 __all__ = [
     "BagSink",
     "Follower",
     "RecordError",
     "Recorder",
+    "joined",
     "main",
     "reader_policy",
     "replay_offer",
@@ -59,6 +65,8 @@ __all__ = [
 NS_PER_S = 1_000_000_000
 DEPTH = 100  # a reader's queue: the executor may be busy writing images while clouds come in
 POLL_S = 0.1  # how often the graph is looked at for the publishers of topics not yet subscribed
+# Read from the environment when a DDS participant is created (ROS_DOMAIN_ID goes to rclpy.init).
+PARTICIPANT_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 class RecordError(RuntimeError):
@@ -256,6 +264,42 @@ class Recorder:
         return self.sink.close()
 
 
+@contextlib.contextmanager
+def joined(env: Mapping[str, str], name: str) -> Iterator[tuple[Any, Any]]:
+    """(node, executor) in an rclpy context of its own on the graph of `env`, torn down in the order rclpy
+    wants (executor, node, context). ROS_DOMAIN_ID goes to rclpy.init; the participant variables are set in
+    os.environ only while the participant is created (ros_env.process_environment), so this process's
+    environment is unchanged afterwards. Fast DDS reads its profile file once per process, at the first
+    participant: a process that joins graphs with different profiles needs a process per profile."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    context = rclpy.Context()
+    domain = env.get("ROS_DOMAIN_ID")
+    with process_environment({k: env[k] for k in PARTICIPANT_VARIABLES if k in env}):
+        # No rclpy SIGINT handler: it would shut the context down under a spin; Ctrl-C raises
+        # KeyboardInterrupt, and the teardown below runs as for any other end.
+        rclpy.init(
+            context=context,
+            domain_id=int(domain) if domain else None,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        try:
+            node = rclpy.create_node(name, context=context)
+        except BaseException:
+            rclpy.shutdown(context=context)
+            raise
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def _graph_topics(node: Any) -> dict[str, list[str]]:
     """Topics with at least one publisher other than `node` itself, and their types."""
     own = {(node.get_namespace().rstrip("/") + "/" + node.get_name())}
@@ -356,7 +400,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
 
-    from xkd_ros.live import joined
     from xkd_ros.paths import config_path
 
     env = dict(os.environ)

@@ -1,12 +1,12 @@
 """A recorded session read back (rosbags, no DDS): one labelled scan as the node published it, the camera
 images recorded with it, and the picture of them that shows what rviz or Foxglove would.
 
-The recording is the mcap that `xkd-demo` and `xkd-evaluate --live --record` write (xkd_ros.live): the
-labelled cloud `<node>/output/labeled_cloud` with its packed `rgb` class colours, the replayed camera images
-and CameraInfo, and /tf_static. The cameras are found the way image_transport names them (`<ns>/camera_info`
-beside `<ns>/image_raw[/compressed]`, the camera named by the last token of `<ns>`); their calibration is
-the recorded CameraInfo and /tf_static (the LiDAR -> camera transforms), or a rig where the recording lacks
-/tf_static. Nothing is recomputed: the colours are those the node put into the cloud.
+The recording is the mcap that `xkd-demo` and `xkd-evaluate --live --record` write (xkd_ros.evaluate.live):
+the labelled cloud `<node>/output/labeled_cloud` with its packed `rgb` class colours, the replayed camera
+images and CameraInfo, and /tf_static. The cameras are found the way image_transport names them
+(`<ns>/camera_info` beside `<ns>/image_raw[/compressed]`, the camera named by the last token of `<ns>`); their
+calibration is the recorded CameraInfo and /tf_static (the LiDAR -> camera transforms), or a rig where the
+recording lacks /tf_static. Nothing is recomputed: the colours are those the node put into the cloud.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +87,3 @@ class Frame:
                 T = compensate_lidar_to_camera(T, self.pose, self.image_poses[camera.name])
             cameras.append(CameraCalibration(camera.name, camera.intrinsics, T, camera.frame_id))
         return self.rig.with_cameras(cameras)
-
-
-FrameSequence = Sequence[Frame]

@@ -829,7 +829,7 @@ def build_scene(config: SyntheticConfig, rng: np.random.Generator) -> Scene:
         sides.append(Side(sign, edge, u(*sc.curb_height_m), lawn, sidewalk, u(*sc.yard_depth_m)))
 
     add_ground(b, rng, sides, x_range, texture_seed)
-    add_markings(b, rng, sc, lanes, lane_width, parking, x_range)
+    add_markings(b, rng, lanes, lane_width, parking, x_range)
     crosswalks = u(
         x_range[0] + 30, x_range[1] - 30, int(rng.integers(sc.crosswalks[0], sc.crosswalks[1] + 1))
     )
@@ -929,7 +929,6 @@ def add_ground(b: SceneBuilder, rng: np.random.Generator, sides: list[Side], x: 
 def add_markings(
     b: SceneBuilder,
     rng: np.random.Generator,
-    sc: SceneConfig,
     lanes: int,
     lane_width: float,
     parking: dict,

@@ -1,11 +1,11 @@
 """Live evaluation: a running segment_node labels a replayed recording while this process listens.
 
 The ROS glue shared by `xkd-demo` (`make demo`) and `xkd-evaluate --live`; the scoring is offline code
-(`xkd_ros.evaluate.score_live`). The processes meet through hand-shakes, never through sleeps:
+(`xkd_ros.evaluate.scoring.score_live`). The processes meet through hand-shakes, never through sleeps:
 
-1. this process joins the node's DDS graph in an rclpy context of its own (`joined`: ROS_DOMAIN_ID is passed
-   to rclpy.init, the Fast DDS profile and the discovery range are held in os.environ only while the
-   participant is created, then restored);
+1. this process joins the node's DDS graph in an rclpy context of its own (`xkd_ros.record.joined`:
+   ROS_DOMAIN_ID is passed to rclpy.init, the Fast DDS profile and the discovery range are held in
+   os.environ only while the participant is created, then restored);
 2. it waits until the node is up: its subscription to the scan topic and its labelled-cloud and total_ms
    publishers are in the graph (with a recording: every output of NODE_OUTPUTS);
 3. it subscribes to those outputs with the reliability the node offers (a reliable reader never matches a
@@ -27,12 +27,11 @@ tf2_msgs has no Python package), and everything the node published (NODE_OUTPUTS
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from xkd_ros.classes import ClassSet
-from xkd_ros.ros_env import process_environment
+from xkd_ros.evaluate.scoring import score_live
 from xkd_ros.viewers import DEBUG_STAGES
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "Recording",
     "describe_lost",
     "interrupt",
-    "joined",
     "offered_qos",
     "run_live",
     "wait_budget",
@@ -61,8 +59,6 @@ STARTUP_S = 60.0  # a node loading its model, and DDS discovery, on a busy 2-cor
 PER_SCAN_S = 10.0  # one scan through decode, inference and publishing: 1.8 s at p90 on a busy 2-core machine
 STAMP_TOLERANCE_NS = 1_000  # recorded stamps come back from float seconds: equal to within a microsecond
 SPIN_S = 0.05
-# Read from the environment when a DDS participant is created (ROS_DOMAIN_ID goes to rclpy.init).
-PARTICIPANT_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
 # segment_node's outputs with one message per labelled scan (the debug ones while debug.publish is on),
 # relative to its name.
 PER_SCAN_OUTPUTS = (
@@ -157,8 +153,6 @@ class LiveResult:
     def report(self, classes: ClassSet) -> dict:
         """score_live's mIoU, IoU and latency (the total_ms of the scans the node labelled), the scans
         recorded and those lost; with a recording, its messages per topic."""
-        from xkd_ros.evaluate import score_live
-
         labelled = set(self.outputs)
         totals = [ms for stamp, ms in self.totals.items() if stamp in labelled]
         return {
@@ -185,42 +179,6 @@ def describe_lost(lost: Sequence[tuple[int, int]], recorded: int) -> str:
     """'2 of 16 scans not labelled: #3 (stamp 12.500000000 s), ...' (1-based, as a user counts)."""
     scans = ", ".join(f"#{i + 1} (stamp {s // NS_PER_S}.{s % NS_PER_S:09d} s)" for i, s in lost)
     return f"{len(lost)} of {recorded} scans not labelled: {scans}"
-
-
-@contextlib.contextmanager
-def joined(env: Mapping[str, str], name: str) -> Iterator[tuple[Any, Any]]:
-    """(node, executor) in an rclpy context of its own on the graph of `env`, torn down in the order rclpy
-    wants (executor, node, context). ROS_DOMAIN_ID goes to rclpy.init; the participant variables are set in
-    os.environ only while the participant is created (ros_env.process_environment), so this process's
-    environment is unchanged afterwards. Fast DDS reads its profile file once per process, at the first
-    participant: a process that joins graphs with different profiles needs a process per profile."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
-    context = rclpy.Context()
-    domain = env.get("ROS_DOMAIN_ID")
-    with process_environment({k: env[k] for k in PARTICIPANT_VARIABLES if k in env}):
-        # No rclpy SIGINT handler: it would shut the context down under a spin; Ctrl-C raises
-        # KeyboardInterrupt, and the teardown below runs as for any other end.
-        rclpy.init(
-            context=context,
-            domain_id=int(domain) if domain else None,
-            signal_handler_options=SignalHandlerOptions.NO,
-        )
-        try:
-            node = rclpy.create_node(name, context=context)
-        except BaseException:
-            rclpy.shutdown(context=context)
-            raise
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    try:
-        yield node, executor
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def offered_qos(node: Any, topic: str, depth: int) -> Any:
@@ -294,6 +252,7 @@ def run_live(
 
     from xkd_ros.data.messages import header_ns
     from xkd_ros.msgs import read_points
+    from xkd_ros.record import joined
 
     result = LiveResult(recording)
     expected = len(recording.stamps)
