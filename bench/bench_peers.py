@@ -40,9 +40,9 @@ from xkd_ros.data import load_keyframe
 from xkd_ros.data.messages import FrameMessages, frame_to_messages, points_from_cloud, rgb_from_image
 from xkd_ros.geometry import Rig
 from xkd_ros.inference.backend import BackendError
+from xkd_ros.labeller import POINT_FIELDS
 from xkd_ros.msgs import CvBridge, compressed_image_size, create_labeled_cloud
 from xkd_ros.msgs import point_cloud2 as ours
-from xkd_ros.node import POINT_FIELDS
 from xkd_ros.pipeline import Segmenter
 from xkd_ros.preprocess import NetworkInputs, check_image, decode_reduction, image_reduction
 

@@ -1,5 +1,5 @@
 """SegmentNode in this process, fed through its callbacks and its poll: no other process, no discovery and no
-executor, so what each input did is known when the call returns and `node.wait_idle()` has seen the
+executor, so what each input did is known when the call returns and `node.labeller.wait_idle()` has seen the
 inference thread finish (test_node.py, test_fuzz_node.py)."""
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def node(request, module_ros_env):
         "-p",
         f"max_points:={MAX_POINTS}",
     ) as node:
-        poll = node.collector.poll
+        poll = node.labeller.collector.poll
         node.emitted = []
 
         def keep(now):
@@ -62,7 +62,7 @@ def node(request, module_ros_env):
                 node.emitted.append(synced)
             return synced
 
-        node.collector.poll = keep
+        node.labeller.collector.poll = keep
         node.transport = request.param
         node.stamp = 100.0
         yield node
@@ -207,8 +207,8 @@ def _stamped(msg, sec, nanosec):
 
 
 def _ledger(node) -> dict[str, int]:
-    stats = node.collector.stats
-    counts = dict(node.counts)
+    stats = node.labeller.collector.stats
+    counts = dict(node.labeller.counts)
     scans = {key: counts.get(f"scans {key}", 0) for key in ("received", "too large", "refused", "labelled")}
     scans.update(
         {key: counts.get(f"scans {key}", 0) for key in ("malformed", "failed", "superseded before inference")}
@@ -218,7 +218,7 @@ def _ledger(node) -> dict[str, int]:
         "queued": stats.scans_received,
         "emitted": stats.sets_emitted,
         "dropped": stats.scans_dropped,
-        "pending": node.collector.pending,
+        "pending": node.labeller.collector.pending,
         "images refused": sum(v for k, v in counts.items() if k.endswith("images refused")),
         "infos refused": sum(v for k, v in counts.items() if k.endswith("camera_info refused")),
     }
@@ -236,15 +236,17 @@ def test_node_survives_and_accounts_for_every_input(node, messages, data):
     emitted_before = len(node.emitted)
 
     refused_infos = 0
-    for camera in data.draw(st.lists(st.sampled_from(node.cameras), max_size=3, unique=True), label="infos"):
+    for camera in data.draw(
+        st.lists(st.sampled_from(node.labeller.cameras), max_size=3, unique=True), label="infos"
+    ):
         msg = data.draw(camera_infos(frame.camera_infos[camera]), label=f"{camera} info")
-        calibrated = node.rig[camera].intrinsics
-        previous = node._camera_infos.get(camera)
+        calibrated = node.labeller.rig[camera].intrinsics
+        previous = node.labeller.camera_infos.get(camera)
         node._on_info(camera, msg)
         if (msg.width, msg.height) != (calibrated.width, calibrated.height):
             refused_infos += 1
-            assert node._camera_infos.get(camera) is previous, "a CameraInfo of another size was used"
-    sent = data.draw(st.lists(st.sampled_from(node.cameras), unique=True), label="cameras sent")
+            assert node.labeller.camera_infos.get(camera) is previous, "a CameraInfo of another size was used"
+    sent = data.draw(st.lists(st.sampled_from(node.labeller.cameras), unique=True), label="cameras sent")
     for camera in sent:
         image = data.draw(images(frame.images[camera]), label=camera)
         node._on_image(camera, _stamped(image, sec, nanosec), {})
@@ -252,7 +254,7 @@ def test_node_survives_and_accounts_for_every_input(node, messages, data):
     sequence = data.draw(st.one_of(st.none(), st.integers(1, 10**6)), label="sequence")
     node._on_cloud(_stamped(cloud, sec, nanosec), {} if sequence is None else info(sequence, b"fuzz"))
     node._on_poll()
-    assert node.wait_idle(120), "the inference thread is still busy after 120 s"
+    assert node.labeller.wait_idle(120), "the inference thread is still busy after 120 s"
 
     after = _ledger(node)
     delta = {key: after[key] - before[key] for key in after}
@@ -267,6 +269,6 @@ def test_node_survives_and_accounts_for_every_input(node, messages, data):
         assert delta["too large"] == 1
     if delta["labelled"]:
         (synced,) = node.emitted[emitted_before:]
-        assert delta["images refused"] == len(synced.images) - node._last_matched
-    values = node.diagnostic_values()
+        assert delta["images refused"] == len(synced.images) - node.labeller.last_matched
+    values = node.labeller.diagnostic_values()
     assert values["scans received"] == str(after["received"])

@@ -48,8 +48,12 @@ def test_starts_without_a_parameter_file_with_the_schema_defaults(ros_env):
     from xkd_ros.parameters import defaults
 
     with segment_node() as node:
-        assert node.cameras == tuple(node.rig.names) == CAMERAS  # ["*"]: the rig's (config/nuscenes.rig.yaml)
-        assert dict(node.collector.config.camera_offsets) == dict.fromkeys(node.cameras, 0.0)
+        assert (
+            node.labeller.cameras == tuple(node.labeller.rig.names) == CAMERAS
+        )  # ["*"]: the rig's (config/nuscenes.rig.yaml)
+        assert dict(node.labeller.collector.config.camera_offsets) == dict.fromkeys(
+            node.labeller.cameras, 0.0
+        )
         declared = {name: node.get_parameter(name).value for name in defaults()}
         assert {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in declared.items()} == defaults()
 
@@ -72,11 +76,11 @@ def test_empty_lists_and_missing_offsets_work(ros_env, tmp_path, file, args, cam
     path = tmp_path / "p.yaml"
     path.write_text("/**:\n  ros__parameters:\n    " + file)
     with segment_node("--params-file", str(path), *args) as node:
-        assert node.cameras == cameras
-        assert tuple(node.rig.names) == cameras
-        offsets = dict(node.collector.config.camera_offsets)
+        assert node.labeller.cameras == cameras
+        assert tuple(node.labeller.rig.names) == cameras
+        offsets = dict(node.labeller.collector.config.camera_offsets)
         assert offsets == {
-            c: (-0.02 if "CAM_FRONT:" in file and c == "CAM_FRONT" else 0.0) for c in node.cameras
+            c: (-0.02 if "CAM_FRONT:" in file and c == "CAM_FRONT" else 0.0) for c in node.labeller.cameras
         }
         assert node.get_parameter("cameras").type_ == Parameter.Type.STRING_ARRAY
 
@@ -132,7 +136,7 @@ def test_runtime_parameters_change_the_collector_and_are_logged(ros_env):
             ]
         )
         assert all(r.successful for r in results), results
-        config = node.collector.config
+        config = node.labeller.collector.config
         assert (config.timeout, config.match_threshold) == (0.5, 0.05)
         assert dict(config.camera_offsets) == dict(zip(CAMERAS, offsets, strict=True))
         assert node.get_parameter("sync.timeout").value == 0.5
@@ -148,8 +152,8 @@ def test_runtime_parameters_change_the_collector_and_are_logged(ros_env):
         )
         assert all(r.successful for r in results), results
         assert node.get_parameter("sync.timeout").type_ == Parameter.Type.DOUBLE
-        assert node.collector.config.timeout == 1.0
-        assert dict(node.collector.config.camera_offsets) == dict.fromkeys(CAMERAS, 0.0)
+        assert node.labeller.collector.config.timeout == 1.0
+        assert dict(node.labeller.collector.config.camera_offsets) == dict.fromkeys(CAMERAS, 0.0)
 
 
 @pytest.mark.dds
@@ -162,14 +166,14 @@ def test_camera_offsets_as_a_map_change_per_camera(ros_env, tmp_path):
     with segment_node("--params-file", str(path)) as node:
         (result,) = node.set_parameters([Parameter("sync.camera_offsets.CAM_FRONT", value=0.05)])
         assert result.successful, result.reason
-        assert node.collector.config.offset("CAM_FRONT") == 0.05
+        assert node.labeller.collector.config.offset("CAM_FRONT") == 0.05
         (result,) = node.set_parameters([Parameter("sync.camera_offsets.CAM_FRONT", value=2.0)])
         assert not result.successful
         assert (
             result.reason
             == "parameter 'sync.camera_offsets.CAM_FRONT': 2.0 is greater than the maximum of 1.0"
         )
-        assert node.collector.config.offset("CAM_FRONT") == 0.05
+        assert node.labeller.collector.config.offset("CAM_FRONT") == 0.05
 
 
 @pytest.mark.dds
@@ -197,13 +201,13 @@ def test_bad_runtime_value_is_refused_with_the_start_up_message_and_the_old_valu
         pass
     with segment_node(*IN_PROCESS) as node:
         before = node.get_parameter(name).value
-        config = node.collector.config
+        config = node.labeller.collector.config
         (result,) = node.set_parameters([Parameter(name, value=value)])
         assert not result.successful
         assert result.reason == str(at_start_up.value)
         assert f"'{name}" in result.reason
         assert node.get_parameter(name).value == before
-        assert node.collector.config is config
+        assert node.labeller.collector.config is config
         assert not [line for line in node.log.lines if line[0] == "info"]
 
 
@@ -226,13 +230,13 @@ def test_a_shorter_sync_timeout_labels_a_scan_without_its_cameras_sooner(ros_env
     with segment_node(*IN_PROCESS, "-p", "sync.timeout:=10.0") as node:
         node._on_cloud(restamped(frame_messages.cloud, 1), {})
         node._on_poll()
-        assert node.collector.pending == 1, "a scan without its cameras waits for them"
+        assert node.labeller.collector.pending == 1, "a scan without its cameras waits for them"
         (result,) = node.set_parameters([Parameter("sync.timeout", value=0.0)])
         assert result.successful, result.reason
         node._on_cloud(restamped(frame_messages.cloud, 2), {})
         node._on_poll()
-        assert node.wait_idle(120), "the inference thread is still busy after 120 s"
-        values = node.diagnostic_values()
+        assert node.labeller.wait_idle(120), "the inference thread is still busy after 120 s"
+        values = node.labeller.diagnostic_values()
         assert values["scans labelled"] == "1"
         assert values["cameras matched (last scan)"] == "0/6"
         assert values["sync: scans_superseded"] == "1"
@@ -249,11 +253,11 @@ def test_a_wider_match_threshold_matches_images_it_did_not(ros_env, frame_messag
     late = {camera: _later(image, 0.05) for camera, image in frame_messages.images.items()}
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, images=late)
-        assert node.diagnostic_values()["cameras matched (last scan)"] == "0/6"
+        assert node.labeller.diagnostic_values()["cameras matched (last scan)"] == "0/6"
         (result,) = node.set_parameters([Parameter("sync.match_threshold", value=0.08)])
         assert result.successful, result.reason
         _frame(node, frame_messages, 2, images=late)
-        values = node.diagnostic_values()
+        values = node.labeller.diagnostic_values()
         assert values["cameras matched (last scan)"] == "6/6"
         assert values["scans labelled"] == "2"
 
@@ -325,13 +329,13 @@ def test_startup_error_is_one_line_and_exit_1(ros_env, tmp_path, args, named):
 def _frame(node, messages, shift: int, cloud=None, images: dict | None = None, sequence=None) -> None:
     """A frame into the node's callbacks (images, then the scan, moved `shift` seconds), then a poll, and
     the wait for the inference thread to be done with it (pipeline.overlap)."""
-    for camera in node.cameras:
+    for camera in node.labeller.cameras:
         image = (images or {}).get(camera, messages.images[camera])
         node._on_image(camera, restamped(image, shift), {})
     scan = restamped(messages.cloud if cloud is None else cloud, shift)
     node._on_cloud(scan, {} if sequence is None else info(sequence))
     node._on_poll()
-    assert node.wait_idle(120), "the inference thread is still busy after 120 s"
+    assert node.labeller.wait_idle(120), "the inference thread is still busy after 120 s"
 
 
 @pytest.mark.dds
@@ -342,14 +346,14 @@ def test_any_inference_error_skips_the_scan_and_the_node_lives_on(ros_env, frame
         def fail(*args, **kwargs):
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
 
-        node.segmenter.infer = fail  # on the inference thread (pipeline.overlap)
+        node.labeller.segmenter.infer = fail  # on the inference thread (pipeline.overlap)
         _frame(node, frame_messages, 1)
-        assert node.counts["scans failed"] == 1
+        assert node.labeller.counts["scans failed"] == 1
         assert node.log.warnings(CLOUD, "RuntimeError", "Failed to allocate memory")
-        del node.segmenter.infer
+        del node.labeller.segmenter.infer
         _frame(node, frame_messages, 2)
-        assert node.counts["scans labelled"] == 1
-        assert node.diagnostic_values()["scans failed"] == "1"
+        assert node.labeller.counts["scans labelled"] == 1
+        assert node.labeller.diagnostic_values()["scans failed"] == "1"
 
 
 @pytest.mark.dds
@@ -358,14 +362,14 @@ def test_intensity_scale_contradicted_by_the_scans_is_said(ros_env, frame_messag
     """nuScenes intensities (0..255) with the profile set to KITTI's 0..1: labelled, and said once, naming
     the setting; the right scale is not warned about."""
     with segment_node(*IN_PROCESS, "-p", "lidar.intensity_scale:=1.0") as node:
-        assert node.rig.lidar.intensity_scale == 1.0
+        assert node.labeller.rig.lidar.intensity_scale == 1.0
         _frame(node, frame_messages, 1)
-        assert node.counts["scans labelled"] == 1
+        assert node.labeller.counts["scans labelled"] == 1
         assert node.log.warnings(CLOUD, "above lidar.intensity_scale 1", "lidar.intensity_scale")
-        assert "above lidar.intensity_scale" in node.diagnostic_values()["intensity check"]
+        assert "above lidar.intensity_scale" in node.labeller.diagnostic_values()["intensity check"]
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1)
-        assert node.diagnostic_values()["intensity check"] == "ok (first 1 scans)"
+        assert node.labeller.diagnostic_values()["intensity check"] == "ok (first 1 scans)"
         assert not node.log.warnings("intensity")
 
 
@@ -375,10 +379,10 @@ def test_lidar_only_configuration_labels_every_point_and_says_so(ros_env, frame_
     # no parameter file: rcl lets a file's list win over an empty `-p cameras:=[]` (it cannot type [])
     lidar_only = ("-p", "camera_transport:=compressed", "-p", "sync.timeout:=0.0", "-p", "cameras:=[]")
     with segment_node(*lidar_only) as node:
-        assert node.cameras == ()
+        assert node.labeller.cameras == ()
         _frame(node, frame_messages, 1)
-        assert node.counts["scans labelled"] == 1
-        values = node.diagnostic_values()
+        assert node.labeller.counts["scans labelled"] == 1
+        values = node.labeller.diagnostic_values()
         assert values["cameras fused (last scan)"] == ""
         assert values["points fused (last scan) [%]"] == "0.0"
         assert "LiDAR-only" in values["rig"]
@@ -389,8 +393,8 @@ def test_lidar_only_configuration_labels_every_point_and_says_so(ros_env, frame_
 def test_cloud_over_max_points_is_refused_before_decoding(ros_env, frame_messages):
     with segment_node(*IN_PROCESS, "-p", "max_points:=1000") as node:
         _frame(node, frame_messages, 1)
-        assert node.counts["scans too large"] == 1
-        assert node.collector.stats.scans_received == 0  # never queued, never decoded
+        assert node.labeller.counts["scans too large"] == 1
+        assert node.labeller.collector.stats.scans_received == 0  # never queued, never decoded
         assert node.log.warnings(CLOUD, f"{NUM_POINTS} points, more than max_points 1000")
 
 
@@ -405,7 +409,7 @@ def test_a_cloud_of_many_fields_is_labelled(ros_env, frame_messages):
     cloud.fields = [*cloud.fields, *extra]
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, cloud=cloud)
-        assert node.counts["scans labelled"] == 1, node.log.lines
+        assert node.labeller.counts["scans labelled"] == 1, node.log.lines
 
 
 def _png_declaring(width: int, height: int) -> bytes:
@@ -427,18 +431,20 @@ def _png_declaring(width: int, height: int) -> bytes:
 )
 def test_compressed_image_size_is_checked_from_its_header(ros_env, frame_messages, monkeypatch, data, said):
     """Refused before any decoding, reporting the size received (not the size of a reduced decode)."""
-    import xkd_ros.node
+    import xkd_ros.labeller
 
     decoded = []
-    real = xkd_ros.node.rgb_from_image
-    monkeypatch.setattr(xkd_ros.node, "rgb_from_image", lambda msg, r=1: decoded.append(msg) or real(msg, r))
+    real = xkd_ros.labeller.rgb_from_image
+    monkeypatch.setattr(
+        xkd_ros.labeller, "rgb_from_image", lambda msg, r=1: decoded.append(msg) or real(msg, r)
+    )
     image = restamped(frame_messages.images["CAM_FRONT"], 0)
     image.data = data
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, images={"CAM_FRONT": image})
-        assert node.counts["CAM_FRONT images refused"] == 1
+        assert node.labeller.counts["CAM_FRONT images refused"] == 1
         assert node.log.warnings("CAM_FRONT/image/compressed", said, "calibrated at 1600x900")
-        assert node.counts["scans labelled"] == 1
+        assert node.labeller.counts["scans labelled"] == 1
         assert len(decoded) == len(CAMERAS) - 1  # every camera but CAM_FRONT
 
 
@@ -449,11 +455,11 @@ def test_camera_info_of_another_size_is_reported_and_not_used(ros_env, frame_mes
     info_msg.width, info_msg.height = 1280, 720
     with segment_node(*IN_PROCESS) as node:
         node._on_info("CAM_BACK", info_msg)
-        assert node.counts["CAM_BACK camera_info refused"] == 1
+        assert node.labeller.counts["CAM_BACK camera_info refused"] == 1
         assert node.log.warnings("CAM_BACK/camera_info", "1280x720", "1600x900")
-        assert "CAM_BACK" not in node._intrinsics
+        assert "CAM_BACK" not in node.labeller.intrinsics
         node._on_info("CAM_BACK", frame_messages.camera_infos["CAM_BACK"])  # the right size is taken
-        assert "CAM_BACK" in node._intrinsics
+        assert "CAM_BACK" in node.labeller.intrinsics
 
 
 @pytest.mark.dds
@@ -464,7 +470,7 @@ def test_scans_with_a_repeated_stamp_are_counted_and_logged(ros_env, frame_messa
     with segment_node(*IN_PROCESS) as node:
         for _ in range(4):
             _frame(node, frame_messages, 0)
-        values = node.diagnostic_values()
+        values = node.labeller.diagnostic_values()
         assert values["scans labelled"] == "1"
         assert values["sync: scans_duplicate"] == "3"
         assert values["scans dropped"] == "3"
@@ -478,7 +484,7 @@ def test_messages_lost_before_the_node_are_counted(ros_env, frame_messages):
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, sequence=1)
         _frame(node, frame_messages, 2, sequence=5)
-        assert node.counts["scans lost in transport"] == 3
+        assert node.labeller.counts["scans lost in transport"] == 3
         assert node.log.warnings(CLOUD, "3 message(s) published but not received")
 
 
@@ -491,9 +497,9 @@ def test_warnings_are_throttled_per_topic_and_kind(ros_env, frame_messages):
     with segment_node(*IN_PROCESS) as node:
         _frame(node, frame_messages, 1, cloud=cut)
         _frame(node, frame_messages, 2, cloud=cut)
-        node.segmenter.prepare = lambda *a, **k: (_ for _ in ()).throw(ValueError("points: no good"))
+        node.labeller.segmenter.prepare = lambda *a, **k: (_ for _ in ()).throw(ValueError("points: no good"))
         _frame(node, frame_messages, 3)
-        assert node.counts["scans malformed"] == 2
+        assert node.labeller.counts["scans malformed"] == 2
         assert len(node.log.warnings(CLOUD, "malformed PointCloud2")) == 1
         assert node.log.warnings(CLOUD, "scan not labelled", "points: no good")
 

@@ -141,7 +141,7 @@ def frame_messages(nuscenes_keyframe):
 def _send(node, messages, shift: int) -> None:
     """A frame into the node's callbacks, then a poll: decoded and prepared on this thread, handed to the
     inference thread (no wait for it)."""
-    for camera in node.cameras:
+    for camera in node.labeller.cameras:
         node._on_image(camera, restamped(messages.images[camera], shift), {})
     node._on_cloud(restamped(messages.cloud, shift), {})
     node._on_poll()
@@ -153,8 +153,8 @@ def test_scans_prepared_faster_than_inference_do_not_pile_up(ros_env, frame_mess
     inferring = {"threads": set(), "gate": Gated()}
     inference_threads = {t for t in threading.enumerate() if t.name == "inference"}
     with segment_node(*IN_PROCESS) as node:
-        assert node.diagnostic_values()["pipeline"].startswith("overlapped")
-        real_infer = node.segmenter.infer
+        assert node.labeller.diagnostic_values()["pipeline"].startswith("overlapped")
+        real_infer = node.labeller.segmenter.infer
         gate = inferring["gate"]
 
         def slow_infer(prepared):
@@ -162,7 +162,7 @@ def test_scans_prepared_faster_than_inference_do_not_pile_up(ros_env, frame_mess
             gate(0, 0.0)  # held until the test releases it: inference slower than the scans
             return real_infer(prepared)
 
-        node.segmenter.infer = slow_infer
+        node.labeller.segmenter.infer = slow_infer
         published = []
         publish = node.cloud_pub.publish
         node.cloud_pub.publish = lambda msg: published.append(msg.header.stamp.sec) or publish(msg)
@@ -172,15 +172,15 @@ def test_scans_prepared_faster_than_inference_do_not_pile_up(ros_env, frame_mess
         gate.wait_entered()  # scan 1 is in inference
         for shift in (2, 3, 4):  # prepared meanwhile: 2 waits, 3 replaces it, 4 replaces 3
             _send(node, frame_messages, shift)
-        assert node.counts[SUPERSEDED] == 2
-        assert node.counts["scans labelled"] == 0
+        assert node.labeller.counts[SUPERSEDED] == 2
+        assert node.labeller.counts["scans labelled"] == 0
         gate.release.release()
         gate.wait_entered()  # the newest, scan 4, is taken next
         gate.release.release()
-        assert node.wait_idle(GATE_S)
+        assert node.labeller.wait_idle(GATE_S)
 
         assert [sec - base for sec in published] == [1, 4]
-        values = node.diagnostic_values()
+        values = node.labeller.diagnostic_values()
         assert values["scans superseded before inference"] == "2"
         assert values["scans labelled"] == "2"
         assert values["scans failed"] == "0"
@@ -207,9 +207,9 @@ def test_context_shutdown_during_inference_waits_for_the_scan(ros_env, frame_mes
     try:
         node.log = Log()
         node.get_logger = lambda: node.log
-        real_infer, gate = node.segmenter.infer, Gated()
-        node.segmenter.infer = lambda prepared: gate(0, 0.0) or real_infer(prepared)
-        worker = node._worker
+        real_infer, gate = node.labeller.segmenter.infer, Gated()
+        node.labeller.segmenter.infer = lambda prepared: gate(0, 0.0) or real_infer(prepared)
+        worker = node.labeller.worker
         real_stop = worker.stop
 
         def stop(timeout):  # the inference ends while destroy_node waits for it
@@ -220,8 +220,8 @@ def test_context_shutdown_during_inference_waits_for_the_scan(ros_env, frame_mes
         _send(node, frame_messages, 1)
         gate.wait_entered()
         context.try_shutdown()  # destroys the node first (rclpy.Context._cleanup), then rcl's context
-        assert node.counts["scans labelled"] == 1
-        assert node.counts["scans failed"] == 0
+        assert node.labeller.counts["scans labelled"] == 1
+        assert node.labeller.counts["scans failed"] == 0
         assert not node.log.warnings("scan not labelled")
     finally:
         node.destroy_node()
@@ -235,8 +235,8 @@ def test_a_deeper_input_queue_gets_every_scan_labelled(ros_env, frame_messages):
     """qos.depth > 1 (an evaluation working through a recording): the poll waits for the inference thread
     rather than replacing the scan waiting for it."""
     with segment_node(*IN_PROCESS, "-p", "qos.depth:=5") as node:
-        real_infer, gate = node.segmenter.infer, Gated()
-        node.segmenter.infer = lambda prepared: gate(0, 0.0) or real_infer(prepared)
+        real_infer, gate = node.labeller.segmenter.infer, Gated()
+        node.labeller.segmenter.infer = lambda prepared: gate(0, 0.0) or real_infer(prepared)
         _send(node, frame_messages, 1)
         gate.wait_entered()  # scan 1 in inference
         _send(node, frame_messages, 2)  # scan 2 waits for it
@@ -249,10 +249,10 @@ def test_a_deeper_input_queue_gets_every_scan_labelled(ros_env, frame_messages):
         gate.release.release()
         third.join(GATE_S)
         assert not third.is_alive()
-        assert node.wait_idle(GATE_S)
-        assert node.counts["scans labelled"] == 3
-        assert node.counts[SUPERSEDED] == 0
-        assert "waits for the inference thread" in node.diagnostic_values()["pipeline"]
+        assert node.labeller.wait_idle(GATE_S)
+        assert node.labeller.counts["scans labelled"] == 3
+        assert node.labeller.counts[SUPERSEDED] == 0
+        assert "waits for the inference thread" in node.labeller.diagnostic_values()["pipeline"]
 
 
 @pytest.mark.dds
@@ -260,6 +260,6 @@ def test_a_deeper_input_queue_gets_every_scan_labelled(ros_env, frame_messages):
 def test_without_overlap_the_poll_labels_the_scan_itself(ros_env, frame_messages):
     with segment_node(*IN_PROCESS, "-p", "pipeline.overlap:=false") as node:
         _send(node, frame_messages, 1)  # no wait: the poll returned after publishing
-        assert node.counts["scans labelled"] == 1
-        assert "sequential" in node.diagnostic_values()["pipeline"]
+        assert node.labeller.counts["scans labelled"] == 1
+        assert "sequential" in node.labeller.diagnostic_values()["pipeline"]
         assert "inference" not in {t.name for t in threading.enumerate()}

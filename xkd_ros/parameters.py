@@ -138,12 +138,6 @@ def _non_finite(value: Any) -> float | None:
     return next((v for v in items if isinstance(v, float) and not math.isfinite(v)), None)
 
 
-def _accepts_array(leaf: Mapping[str, Any]) -> bool:
-    return leaf.get("type") == "array" or any(
-        branch.get("type") == "array" for branch in leaf.get("oneOf", ())
-    )
-
-
 def _path(parts: Sequence[Any]) -> str:
     text = ""
     for part in parts:

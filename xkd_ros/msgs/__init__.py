@@ -10,7 +10,13 @@ from xkd_ros.msgs.camera_info import (
     rig_from_camera_infos,
 )
 from xkd_ros.msgs.image import CvBridge, CvBridgeError, compressed_image_size, cvtColorForDisplay, getCvType
-from xkd_ros.msgs.labeled_cloud import LABELED_CLOUD_FIELDS, create_labeled_cloud, pack_rgb, unpack_rgb
+from xkd_ros.msgs.labeled_cloud import (
+    LABELED_CLOUD_FIELDS,
+    class_legend_markers,
+    create_labeled_cloud,
+    pack_rgb,
+    unpack_rgb,
+)
 from xkd_ros.msgs.point_cloud2 import (
     PointCloud2Error,
     create_cloud,
@@ -27,6 +33,7 @@ __all__ = [
     "CvBridgeError",
     "PointCloud2Error",
     "camera_info_to_intrinsics",
+    "class_legend_markers",
     "compressed_image_size",
     "create_cloud",
     "create_cloud_xyz32",

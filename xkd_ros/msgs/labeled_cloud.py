@@ -10,14 +10,18 @@ as a float32.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
 
 from xkd_ros.classes import IGNORE_COLOR, IGNORE_INDEX
 from xkd_ros.msgs.point_cloud2 import create_cloud, dtype_from_fields
 
-__all__ = ["LABELED_CLOUD_FIELDS", "create_labeled_cloud", "pack_rgb", "unpack_rgb"]
+__all__ = ["LABELED_CLOUD_FIELDS", "class_legend_markers", "create_labeled_cloud", "pack_rgb", "unpack_rgb"]
 
 LABELED_CLOUD_FIELDS = (
     PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
@@ -101,3 +105,27 @@ def create_labeled_cloud(
     points["confidence"] = confidence
     points["rgb"] = pack_rgb(palette[labels])
     return create_cloud(header, LABELED_CLOUD_FIELDS, points, _POINT_STEP)
+
+
+def class_legend_markers(names: Sequence[str], colors: np.ndarray, frame_id: str, stamp: Any) -> MarkerArray:
+    """The class legend for rviz beside the labelled cloud: one text marker a class ("<id>: <name>" in its
+    colour, `colors` (K, 3) uint8), stacked above the ground 20 m to the side in `frame_id` at `stamp`."""
+    markers = MarkerArray()
+    for index, (name, color) in enumerate(zip(names, colors, strict=True)):
+        marker = Marker()
+        marker.header.frame_id = frame_id
+        marker.header.stamp = stamp
+        marker.ns = "class_legend"
+        marker.id = index
+        marker.type = Marker.TEXT_VIEW_FACING
+        marker.action = Marker.ADD
+        marker.pose.position.x = 0.0
+        marker.pose.position.y = -20.0
+        marker.pose.position.z = 2.0 + 1.2 * (len(names) - index)
+        marker.pose.orientation.w = 1.0
+        marker.scale.z = 1.0
+        r, g, b = (float(v) / 255.0 for v in color)
+        marker.color.r, marker.color.g, marker.color.b, marker.color.a = r, g, b, 1.0
+        marker.text = f"{index}: {name}"
+        markers.markers.append(marker)
+    return markers
