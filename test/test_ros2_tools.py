@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,27 +174,17 @@ def _start(shell: dict[str, str], args: list[str], log: Path) -> subprocess.Pope
         )
 
 
-def _stop(process: subprocess.Popen, timeout: float = 30.0, presses: int = 2) -> int:
-    """Ctrl-C to the process group, as a terminal sends it, pressed again (up to `presses` times) when the
-    process has not ended `timeout` s after the last press, then killed. A second press is what a user does
-    when `ros2 launch` misses the first: once under two CPU hogs a launch had not said "user interrupted"
-    nor ended its rviz2 30 s after the press, its segment_node ended cleanly (upstream knows such hangs:
-    ros2/launch#473, #495). A press after the first is warned of, so it shows in the test summary."""
-    for press in range(1, presses + 1):
-        if process.poll() is not None:
-            break
+def _stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
+    """Ctrl-C to the process group, as a terminal sends it; killed when it does not end in `timeout`."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            continue
-        if press > 1:
-            warnings.warn(f"{process.args[:2]} ended on Ctrl-C number {press}", stacklevel=2)
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     with contextlib.suppress(ProcessLookupError):  # what the group left behind
         os.killpg(process.pid, signal.SIGKILL)
     return process.returncode
