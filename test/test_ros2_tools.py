@@ -165,12 +165,26 @@ def ros2(shell: dict[str, str], *args: str, timeout: float = CLI_S) -> subproces
     return subprocess.CompletedProcess(process.args, process.returncode, output)
 
 
+# Runs a command with SIGINT at its default, as a terminal starts it. A process inherits an ignored SIGINT
+# (pytest started in the background by a script, `nohup make test &`, ignores it), and `ros2 launch` started
+# so never hears the Ctrl-C of _stop: seen here, the launch then hangs until killed.
+WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 def _start(shell: dict[str, str], args: list[str], log: Path) -> subprocess.Popen:
-    """A long-running command in its own process group (so that Ctrl-C reaches all of it), run in the
-    workspace, output to `log`."""
+    """A long-running command in its own process group (so that Ctrl-C reaches all of it), with SIGINT at
+    its default, run in the workspace, output to `log`."""
     with log.open("w") as out:
         return subprocess.Popen(
-            args, env=shell, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=shell["PWD"]
+            [sys.executable, "-c", WITH_SIGINT, *args],
+            env=shell,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=shell["PWD"],
         )
 
 
