@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib.util
 import os
 import platform
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,13 +45,14 @@ from pathlib import Path
 import numpy as np
 from timing import write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))  # the tests' ROS 2 user tooling
+from ros2_stack import colcon_build, copy_package, daemons, missing, start, stop, user_shell
+
 from xkd_ros.data.messages import header_ns
 from xkd_ros.record import joined
 from xkd_ros.ros_env import domain_environment
 
 ROOT = Path(__file__).resolve().parent.parent
-STACK = ROOT.parent / "shared/ros2-launch"
-PACKAGE_FILES = ["package.xml", "setup.py", "setup.cfg", "resource", "xkd_ros", "config", "launch", "models"]
 NODE = "/segment"
 SCAN_TOPIC = "/lidar/points"
 OUTPUT = f"{NODE}/output/labeled_cloud"
@@ -70,19 +69,6 @@ class BenchError(RuntimeError):
     """What did not come up or answer, in one sentence."""
 
 
-def stack_missing() -> str | None:
-    """Why the real launch/ros2cli stack cannot run here, or None."""
-    if not STACK.is_dir():
-        return f"no {STACK} (the real launch/ros2cli stack, see its README)"
-    absent = [
-        m for m in ("launch", "launch_ros", "ros2launch", "ros2param") if importlib.util.find_spec(m) is None
-    ]
-    if absent or not (Path(sys.executable).parent / "ros2").is_file():
-        what = ", ".join(absent) or "ros2"
-        return f"{STACK} is not installed in this venv ({what} missing; make test installs it)"
-    return None
-
-
 def machine() -> str:
     """'AMD EPYC ..., 2 cores' from lscpu, else what platform says."""
     try:
@@ -95,50 +81,12 @@ def machine() -> str:
 
 def build_workspace(root: Path) -> float:
     """A colcon workspace in `root` holding a copy of the package, built as a user does; its build seconds."""
-    source = root / "src/xkd_ros"
-    source.mkdir(parents=True)
-    for name in PACKAGE_FILES:
-        path = ROOT / name
-        if path.is_dir():
-            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif path.exists():
-            shutil.copy2(path, source / name)
+    copy_package(root / "src/xkd_ros")
     started = time.perf_counter()
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "colcon"), "build", "--packages-select", "xkd_ros"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = colcon_build(root, timeout=600)
     if result.returncode != 0:
         raise BenchError(f"colcon build failed in {root}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
     return time.perf_counter() - started
-
-
-def user_shell(workspace: Path, env: dict[str, str], scratch: Path) -> dict[str, str]:
-    """A user's shell after `source install/setup.bash` over the venv's ROS wheels, on `env`'s domain; ROS
-    logs and launch's temporary files in `scratch`; the stubs launch_ros needs on PYTHONPATH."""
-    underlay = {
-        **env,
-        "AMENT_PREFIX_PATH": sys.prefix,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-        "PYTHONUNBUFFERED": "1",
-        "ROS_LOG_DIR": str(scratch / "ros_log"),
-        "TMPDIR": str(scratch),
-    }
-    sourced = subprocess.run(
-        ["bash", "-c", "source install/setup.bash && env -0"],
-        cwd=workspace,
-        env=underlay,
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
-    shell = dict(line.split("=", 1) for line in sourced.stdout.decode().split("\0") if "=" in line)
-    shell["PYTHONPATH"] = os.pathsep.join(p for p in (shell.get("PYTHONPATH", ""), str(STACK / "stubs")) if p)
-    return shell
 
 
 def recording(bag: Path | None) -> Path:
@@ -187,31 +135,6 @@ def write_param_file(bag: Path, path: Path) -> tuple[list[str], float]:
     first = min(t for t, _ in times)
     first_scan = min(t for t, topic in times if topic == SCAN_TOPIC)
     return inputs, (first_scan - first) / 1e9
-
-
-def start(shell: dict[str, str], args: list[str], log: Path) -> subprocess.Popen:
-    """A long-running command in a process group of its own (Ctrl-C reaches all of it), output to `log`."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args, env=shell, cwd=shell["PWD"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
-    """Ctrl-C to the process group, as a terminal sends it; killed when it does not end in `timeout`; what
-    the group left behind is killed too."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode
 
 
 def ros2(shell: dict[str, str], *args: str, spin: Callable[[], None] | None = None) -> tuple[float, str]:
@@ -456,21 +379,6 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
     }
 
 
-def daemons(domain_id: str) -> list[int]:
-    """Processes of a ros2 daemon serving `domain_id` (ros2cli names it on its command line)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ros2-daemon" in argv and domain_id.encode() in argv[argv.index(b"--ros-domain-id") + 1 :][:1]:
-            found.append(int(entry.name))
-    return found
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh launches")
@@ -480,7 +388,7 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    reason = stack_missing()
+    reason = missing()
     if reason:
         print(f"bench_launch: {reason}", file=sys.stderr)
         return 1
@@ -493,7 +401,7 @@ def main() -> int:
     ):
         scratch = Path(tmp)
         build_s = build_workspace(scratch / "ws")
-        shell = user_shell(scratch / "ws", env, scratch)
+        shell = user_shell(scratch / "ws", env, scratch / "ros_log", scratch)
         param_file = scratch / "bench.param.yaml"
         inputs, lead_s = write_param_file(bag, param_file)
         print(f"colcon build {build_s:.1f} s; replaying {bag} at rate {args.rate:g}", flush=True)

@@ -1,6 +1,5 @@
 """Shared fixtures: the real samples copied into test/data (see each SOURCE.md)."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,6 @@ NUSCENES_COUNTS = {  # SOURCE.md: depth > 0.1 m and inside 1600x900
     "CAM_BACK_LEFT": 4097,
     "CAM_BACK_RIGHT": 3379,
 }
-
-
-# What a source checkout of the package holds, as colcon and pip build it.
-PACKAGE_FILES = ("package.xml", "setup.py", "setup.cfg", "resource", "xkd_ros", "config", "launch", "models")
-
-
-def copy_package(destination: Path) -> Path:
-    """A copy of the package's sources in `destination` (created), without caches and build metadata."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in PACKAGE_FILES:
-        path = REPO / name
-        if path.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-            shutil.copytree(path, destination / name, ignore=ignore)
-        elif path.exists():
-            shutil.copy2(path, destination / name)
-    return destination
 
 
 DDS_VARIABLES = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")

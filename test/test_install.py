@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_package
+from conftest import REPO
+from ros2_stack import copy_package
 
 # rosdep keys of the Python libraries the code imports (ROS packages are keyed by their own name).
 ROSDEP_KEYS = {

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, copy_package
+from conftest import REPO
 from node_peer import spin_until
-from ros2_stack import missing, with_stubs
+from ros2_stack import colcon_build, copy_package, daemons, missing, start, stop, user_shell
 
 CAMERAS = ("CAM_FRONT", "CAM_BACK")
 PERIOD = 0.4  # s between recorded scans: 4 of them span 1.2 s, so each loop's jump back resets the collector
@@ -58,15 +58,7 @@ def workspace(tmp_path_factory) -> Path:
     source = copy_package(root / "src/xkd_ros")
     (source / "launch/probe.launch.py").write_text("# installed by data_files?\n")
     (source / "models/probe.onnx").write_bytes(b"\x08\x07")
-    colcon = Path(sys.executable).parent / "colcon"
-    result = subprocess.run(
-        [str(colcon), "build", "--packages-select", "xkd_ros"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = colcon_build(root)
     assert result.returncode == 0, result.stdout + result.stderr
     return root
 
@@ -122,24 +114,9 @@ def shell(workspace, module_ros_env, tmp_path_factory) -> dict[str, str]:
     where a ROS machine has /opt/ros/<distro>), on the domain reserved for this module; ROS logs and temporary
     files in temporary folders."""
     _ros()
-    underlay = {
-        **module_ros_env,
-        "AMENT_PREFIX_PATH": sys.prefix,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), module_ros_env.get("PATH", "")]),
-        "PYTHONUNBUFFERED": "1",
-        "ROS_LOG_DIR": str(tmp_path_factory.mktemp("ros_log")),
-        "TMPDIR": str(tmp_path_factory.mktemp("tmp")),  # launch_ros leaves its launch_params_* files there
-    }
-    sourced = subprocess.run(
-        ["bash", "-c", "source install/setup.bash && env -0"],
-        cwd=workspace,
-        env=underlay,
-        capture_output=True,
-        timeout=60,
-        check=True,
+    return user_shell(
+        workspace, module_ros_env, tmp_path_factory.mktemp("ros_log"), tmp_path_factory.mktemp("tmp")
     )
-    env = dict(line.split("=", 1) for line in sourced.stdout.decode().split("\0") if "=" in line)
-    return with_stubs(env)
 
 
 def ros2(shell: dict[str, str], *args: str, timeout: float = CLI_S) -> subprocess.CompletedProcess:
@@ -163,60 +140,6 @@ def ros2(shell: dict[str, str], *args: str, timeout: float = CLI_S) -> subproces
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, output)
-
-
-# Runs a command with SIGINT at its default, as a terminal starts it. A process inherits an ignored SIGINT
-# (pytest started in the background by a script, `nohup make test &`, ignores it), and `ros2 launch` started
-# so never hears the Ctrl-C of _stop: seen here, the launch then hangs until killed.
-WITH_SIGINT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execvp(sys.argv[1], sys.argv[1:])"
-)
-
-
-def _start(shell: dict[str, str], args: list[str], log: Path) -> subprocess.Popen:
-    """A long-running command in its own process group (so that Ctrl-C reaches all of it), with SIGINT at
-    its default, run in the workspace, output to `log`."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", WITH_SIGINT, *args],
-            env=shell,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=shell["PWD"],
-        )
-
-
-def _stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
-    """Ctrl-C to the process group, as a terminal sends it; killed when it does not end in `timeout`."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    with contextlib.suppress(ProcessLookupError):  # what the group left behind
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode
-
-
-def _daemons(domain_id: str) -> list[int]:
-    """Processes of a ros2 daemon serving `domain_id` (ros2cli names it on its command line)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"ros2-daemon" in argv and domain_id.encode() in argv[argv.index(b"--ros-domain-id") + 1 :][:1]:
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.mark.dds
@@ -328,7 +251,7 @@ class Session:
         fake.chmod(0o755)
         self.shell["PATH"] = os.pathsep.join([str(bin_dir), self.shell["PATH"]])
         self.log = folder / "launch.log"
-        self.launch = _start(self.shell, args, self.log)
+        self.launch = start(self.shell, args, self.log)
         self.replay: subprocess.Popen | None = None
         self.replay_log = folder / "replay.log"
 
@@ -360,7 +283,7 @@ class Session:
             "/my/points",
             *(f"/my/{c}/{t}" for c in CAMERAS for t in ("image_raw/compressed", "camera_info")),
         ]
-        self.replay = _start(
+        self.replay = start(
             self.shell,
             [
                 *("ros2", "run", "xkd_ros", "xkd-replay", str(recording.path), "--loop"),
@@ -371,8 +294,8 @@ class Session:
 
     def close(self) -> None:
         if self.replay is not None:
-            _stop(self.replay)
-        _stop(self.launch)
+            stop(self.replay)
+        stop(self.launch)
         self.executor.shutdown()
         self.node.destroy_node()
         self.context.try_shutdown()
@@ -386,7 +309,7 @@ def session(shell, recording, tmp_path_factory):
         yield session
     finally:
         session.close()
-        for pid in _daemons(shell["ROS_DOMAIN_ID"]):  # none should be: every verb ran with --no-daemon
+        for pid in daemons(shell["ROS_DOMAIN_ID"]):  # none should be: every verb ran with --no-daemon
             os.kill(pid, signal.SIGKILL)
 
 
@@ -507,7 +430,7 @@ def test_ros2_topic_hz_reports_the_output_rate(session):
                 assert chunk, f"ros2 topic hz exited: {output.decode()}"
                 output += chunk
     finally:
-        _stop(hz)
+        stop(hz)
         hz.stdout.close()
     rate = float(re.search(r"average rate: ([0-9.]+)", output.decode())[1])
     assert rate > 0
@@ -535,7 +458,7 @@ def test_rviz_true_starts_rviz2_in_the_rigs_lidar_frame(session, recording):
 def test_ctrl_c_ends_the_launch_with_status_0(session):
     """Last of the session: the user stops the launch; the node stopped by it is no failure, and the rviz
     config written for the launch is gone."""
-    assert _stop(session.launch) == 0, session.log.read_text()[-3000:]
+    assert stop(session.launch) == 0, session.log.read_text()[-3000:]
     assert "segment_node exited with status" not in session.log.read_text()
     assert not list(Path(session.shell["TMPDIR"]).glob("xkd_rviz_*"))
 
@@ -547,14 +470,14 @@ def test_ros2_run_segment_node_starts_and_answers(shell, tmp_path):
     from xkd_ros.parameters import defaults
 
     log = tmp_path / "run.log"
-    node = _start(shell, ["ros2", "run", "xkd_ros", "segment_node", "--ros-args", "-r", "__ns:=/ran"], log)
+    node = start(shell, ["ros2", "run", "xkd_ros", "segment_node", "--ros-args", "-r", "__ns:=/ran"], log)
     try:
         wait = ("--no-daemon", "--spin-time", "0.1", "--timeout", str(int(START_S)))
         result = ros2(shell, "param", "get", *wait, "/ran/segment", "backend", timeout=START_S + CLI_S)
         assert result.stdout.strip() == f"String value is: {defaults()['backend']}", log.read_text()
         assert node.poll() is None, log.read_text()
     finally:
-        code = _stop(node)
+        code = stop(node)
     assert code == 0, log.read_text()
 
 
@@ -616,4 +539,4 @@ def test_launch_refuses_an_argument_in_one_line(shell, argument, named):
 @pytest.mark.timeout(120)  # and the session's teardown
 def test_no_ros2_daemon_is_left_behind(shell):
     """Last: every ros2 verb above ran without the daemon (--no-daemon where the verb has it)."""
-    assert not _daemons(shell["ROS_DOMAIN_ID"]), "a ros2 daemon serves this test's ROS_DOMAIN_ID"
+    assert not daemons(shell["ROS_DOMAIN_ID"]), "a ros2 daemon serves this test's ROS_DOMAIN_ID"
